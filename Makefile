@@ -1,0 +1,49 @@
+# authz-server — developer entry points. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-unit test-e2e lint format protos clean
+
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP) ## create .venv and install the package with test and dev tools
+
+demo: $(STAMP) ## real Envoy + authz-server + echo backend on loopback, with a scripted tour
+	$(PY) -m authz_server demo
+
+test: $(STAMP) ## the whole suite: unit, integration, end-to-end through real Envoy
+	$(PY) -m pytest
+
+test-unit: $(STAMP) ## unit tests only (fast)
+	$(PY) -m pytest tests/unit
+
+test-e2e: $(STAMP) ## end-to-end tests through real Envoy only
+	$(PY) -m pytest tests/e2e
+
+lint: $(STAMP) ## ruff format check, ruff lint, mypy --strict
+	$(VENV)/bin/ruff format --check authz_server tests
+	$(VENV)/bin/ruff check authz_server tests
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## apply ruff formatting
+	$(VENV)/bin/ruff format authz_server tests
+	$(VENV)/bin/ruff check --fix authz_server tests
+
+protos: $(STAMP) ## compile protos/*.proto with grpcio-tools (the admin API)
+	@if ls protos/*.proto >/dev/null 2>&1; then \
+	  $(PY) -m grpc_tools.protoc -Iprotos --python_out=authz_server/admin --grpc_python_out=authz_server/admin --pyi_out=authz_server/admin protos/*.proto; \
+	else echo "protos/: no .proto files yet"; fi
+
+clean: ## remove the venv, caches and demo state
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache build *.egg-info

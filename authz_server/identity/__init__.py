@@ -1,0 +1,1 @@
+"""Establishing and verifying who is calling (SPEC §4)."""

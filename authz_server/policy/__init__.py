@@ -1,0 +1,1 @@
+"""The policy language (SPEC §5): model, loader, compiled route index, evaluation."""

@@ -1,0 +1,99 @@
+"""The compiled policy: what the loader produces and the evaluator reads.
+
+Everything here is immutable and built once per load; the hot path only does lookups.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from authz_server.identity.spiffe_id import SpiffeId
+
+
+class Effect(enum.StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class Mode(enum.StrEnum):
+    ENFORCE = "enforce"
+    DRY_RUN = "dry_run"
+
+
+class PrincipalMatcher(Protocol):
+    """A compiled SPIFFE ID pattern (SPEC §5.2 `principals`)."""
+
+    text: str
+
+    def match(self, spiffe_id: SpiffeId) -> Mapping[str, str] | None:
+        """The captures when `spiffe_id` matches (empty mapping without captures), else None."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    effect: Effect
+    #: None means "any verified identity".
+    principals: tuple[PrincipalMatcher, ...] | None
+    not_principals: tuple[PrincipalMatcher, ...] = ()
+    unauthenticated: bool = False
+    #: None means the policy's default mode applies.
+    mode: Mode | None = None
+    description: str = ""
+    #: As written, for explain traces and error messages.
+    hosts: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    #: "file:line" where the rule starts.
+    location: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """A rule whose host, method and path matched, with the path template's captures."""
+
+    rule: Rule
+    params: Mapping[str, str]
+
+
+class RouteIndex(Protocol):
+    """Finds the rules whose hosts, methods and paths match a request.
+
+    Its cost depends on the request and the rules that can match it, never on the
+    number of rules that cannot.
+    """
+
+    def candidates(self, method: str, host: str, path: str) -> list[RouteMatch]:
+        """Every (rule, path captures) pair matching method, host and path.
+
+        `method` is upper-case, `host` lower-case without port, `path` canonical
+        and without query. A rule with several matching path templates appears once
+        per template.
+        """
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConfig:
+    trust_domains: frozenset[str]
+    sources: tuple[str, ...] = ("peer",)
+    require_certificate: bool = False
+    #: Principals that are always denied (`revoked`).
+    deny: tuple[PrincipalMatcher, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    identity: IdentityConfig
+    rules: tuple[Rule, ...]
+    index: RouteIndex
+    default_effect: Effect = Effect.DENY
+    default_mode: Mode = Mode.ENFORCE
+    #: Let CheckRequests without HTTP attributes through (Istio's TCP filter); default deny.
+    allow_non_http: bool = False
+    admin_principals: tuple[PrincipalMatcher, ...] = ()
+    #: sha256 over the source files' bytes, hex; identifies the policy in audit records.
+    version: str = ""
+    files: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,39 @@
+"""Shared test helpers: CheckRequest builders and policy text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2
+
+
+def make_check_request(
+    *,
+    method: str = "GET",
+    host: str = "orders.internal",
+    path: str = "/v1/orders",
+    headers: dict[str, str] | None = None,
+    principal: str = "",
+    certificate: str = "",
+    body: bytes | None = None,
+) -> Any:
+    """A CheckRequest shaped like the ones Envoy's ext_authz filter sends."""
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method = method
+    http.host = host
+    http.path = path
+    http.id = "1234"
+    for name, value in (headers or {}).items():
+        http.headers[name] = value
+    if body is not None:
+        http.raw_body = body
+    request.attributes.source.principal = principal
+    request.attributes.source.certificate = certificate
+    return request
+
+
+@pytest.fixture
+def check_request() -> Any:
+    return make_check_request

@@ -1,0 +1,262 @@
+"""A local CA and X509-SVIDs for `authz-server dev-certs`, the demo and the tests.
+
+Certificates follow what SPIRE issues (ECDSA P-256, SHA-256, one URI SAN, keyUsage
+digitalSignature + keyEncipherment + keyAgreement, EKU serverAuth + clientAuth), so a
+certificate that verifies here verifies like a real SVID. `mint_svid` can also mint the
+deliberately bad variants (two URI SANs, a CA leaf, wrong keyUsage, expired) that the
+tests use to prove each one is rejected. Nothing here is for production keys.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from authz_server.errors import ConfigError, IdentityError, quote
+from authz_server.identity.spiffe_id import parse_spiffe_id
+
+__all__ = [
+    "Authority",
+    "KeyUsageKind",
+    "key_pem",
+    "mint_ca",
+    "mint_svid",
+    "parse_id_spec",
+    "pem",
+    "write_dev_certs",
+]
+
+KeyUsageKind = Literal["default", "none", "cert_sign"]
+
+CA_LIFETIME = timedelta(days=365)
+SVID_LIFETIME = timedelta(days=30)
+#: Clock skew allowance: certificates start a little in the past.
+BACKDATE = timedelta(minutes=5)
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class Authority:
+    """A CA that can mint SVIDs in `trust_domain`."""
+
+    trust_domain: str
+    certificate: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+
+def _window(
+    not_before: datetime | None, not_after: datetime | None, lifetime: timedelta
+) -> tuple[datetime, datetime]:
+    start = not_before if not_before is not None else datetime.now(UTC) - BACKDATE
+    end = not_after if not_after is not None else start + BACKDATE + lifetime
+    return start, end
+
+
+def mint_ca(
+    trust_domain: str,
+    *,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    name: str | None = None,
+    issuer: Authority | None = None,
+) -> Authority:
+    """A CA for `trust_domain`: self-signed, or an intermediate when `issuer` is given."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    start, end = _window(not_before, not_after, CA_LIFETIME)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIFFE"),
+            x509.NameAttribute(NameOID.COMMON_NAME, name or f"{trust_domain} dev CA"),
+        ]
+    )
+    signer_key: ec.EllipticCurvePrivateKey = key if issuer is None else issuer.key
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject if issuer is None else issuer.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=True, signature=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]
+            ),
+            critical=False,
+        )
+    )
+    if issuer is not None:
+        builder = builder.add_extension(_aki(issuer), critical=False)
+    certificate = builder.sign(signer_key, hashes.SHA256())
+    return Authority(trust_domain, certificate, key)
+
+
+def mint_svid(
+    authority: Authority,
+    spiffe_id: str,
+    *,
+    extra_uris: Sequence[str] = (),
+    dns_names: Sequence[str] = (),
+    ip_addresses: Iterable[str | ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    is_ca: bool = False,
+    key_usage: KeyUsageKind = "default",
+    eku: bool = True,
+    aki: bool = True,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """An X509-SVID for `spiffe_id` signed by `authority`; the options mint bad variants.
+
+    `spiffe_id` is not validated here, so that tests can mint certificates carrying
+    malformed IDs; `write_dev_certs` validates what it writes.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    start, end = _window(not_before, not_after, SVID_LIFETIME)
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id)]
+    names += [x509.UniformResourceIdentifier(u) for u in extra_uris]
+    names += [x509.DNSName(d) for d in dns_names]
+    names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIFFE")]))
+        .issuer_name(authority.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if aki:
+        builder = builder.add_extension(_aki(authority), critical=False)
+    if key_usage == "default":
+        builder = builder.add_extension(_key_usage(cert_sign=False, signature=True), critical=True)
+    elif key_usage == "cert_sign":
+        builder = builder.add_extension(_key_usage(cert_sign=True, signature=True), critical=True)
+    if eku:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+    return builder.sign(authority.key, hashes.SHA256()), key
+
+
+def _key_usage(*, cert_sign: bool, signature: bool) -> x509.KeyUsage:
+    # A leaf gets what SPIRE sets: digitalSignature, keyEncipherment, keyAgreement.
+    return x509.KeyUsage(
+        digital_signature=signature,
+        content_commitment=False,
+        key_encipherment=signature,
+        data_encipherment=False,
+        key_agreement=signature,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _aki(authority: Authority) -> x509.AuthorityKeyIdentifier:
+    ski = authority.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    """The certificate as PEM."""
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The private key as unencrypted PKCS#8 PEM (dev keys only)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def parse_id_spec(text: str) -> tuple[str, str]:
+    """Split the `--id NAME=SPIFFE_ID` flag; raise `ConfigError` when it is malformed."""
+    name, sep, spiffe_id = text.partition("=")
+    if not sep or not name or not spiffe_id:
+        raise ConfigError(f"--id {quote(text)}: expected NAME=SPIFFE_ID")
+    return name, spiffe_id
+
+
+def write_dev_certs(
+    out_dir: Path,
+    trust_domain: str,
+    ids: Mapping[str, str],
+    dns: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Path]:
+    """Write `ca.pem`/`ca.key` and `<name>.pem`/`<name>.key` per id; return the paths.
+
+    Keys are written 0600. Everything is validated before the first file is written, so
+    a bad name or ID leaves `out_dir` untouched.
+    """
+    dns = dns or {}
+    _check_request(trust_domain, ids, dns)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    authority = mint_ca(trust_domain)
+    paths = {
+        "ca.pem": _write(out_dir / "ca.pem", pem(authority.certificate), 0o644),
+        "ca.key": _write(out_dir / "ca.key", key_pem(authority.key), 0o600),
+    }
+    for name, spiffe_id in ids.items():
+        cert, key = mint_svid(authority, spiffe_id, dns_names=tuple(dns.get(name, ())))
+        paths[f"{name}.pem"] = _write(out_dir / f"{name}.pem", pem(cert), 0o644)
+        paths[f"{name}.key"] = _write(out_dir / f"{name}.key", key_pem(key), 0o600)
+    return paths
+
+
+def _check_request(trust_domain: str, ids: Mapping[str, str], dns: Mapping[str, object]) -> None:
+    if not _TRUST_DOMAIN.fullmatch(trust_domain) or len(trust_domain) > 255:
+        raise ConfigError(f"trust domain {quote(trust_domain)}: may contain only [a-z0-9._-]")
+    if not ids:
+        raise ConfigError("dev-certs: at least one --id NAME=SPIFFE_ID is required")
+    for name, spiffe_id in ids.items():
+        if not _NAME.fullmatch(name) or name == "ca":
+            raise ConfigError(
+                f"--id name {quote(name)}: must match [a-z0-9][a-z0-9_-]* and not be 'ca'"
+            )
+        try:
+            parsed = parse_spiffe_id(spiffe_id)
+        except IdentityError as exc:
+            raise ConfigError(f"--id {name}: {exc}") from None
+        if parsed.trust_domain != trust_domain:
+            raise ConfigError(
+                f"--id {name}: {quote(spiffe_id)} is not in trust domain {quote(trust_domain)}"
+            )
+        if not parsed.segments:
+            raise ConfigError(f"--id {name}: {quote(spiffe_id)} has no path (a workload needs one)")
+    unknown = sorted(set(dns) - set(ids))
+    if unknown:
+        raise ConfigError(f"DNS names given for unknown ids: {', '.join(map(quote, unknown))}")
+
+
+def _write(path: Path, data: bytes, mode: int) -> Path:
+    # Create with the final mode so a key is never world-readable, even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, mode)  # O_CREAT's mode is masked by umask and ignored for existing files
+    return path

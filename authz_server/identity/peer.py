@@ -1,0 +1,70 @@
+"""Identity from the mTLS peer (SPEC §4.1 source `peer`, checks of §4.2).
+
+Envoy fills `source.principal` from the first URI SAN (or a DNS SAN, or the subject) and
+accepts certificates with two URI SANs, so the principal is input to verify, never a fact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from authz_server.decision import Reason
+from authz_server.errors import IdentityError, quote
+from authz_server.identity.bundles import TrustBundles
+from authz_server.identity.spiffe_id import SpiffeId, parse_spiffe_id
+from authz_server.identity.x509 import CertificateVerifier
+from authz_server.policy.model import IdentityConfig
+from authz_server.request import RequestView
+
+SOURCE_PEER = "peer"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A caller whose SPIFFE ID passed every check of SPEC §4.2."""
+
+    spiffe_id: SpiffeId
+    source: str
+    #: True when a certificate was presented and chained to its trust domain's bundle.
+    certificate_verified: bool
+
+
+class PeerIdentity:
+    """Resolves the `peer` source: principal syntax, trust domain, certificate, revocation."""
+
+    def __init__(self, verifier: CertificateVerifier) -> None:
+        self._verifier = verifier
+
+    def resolve(
+        self, view: RequestView, config: IdentityConfig, bundles: TrustBundles, now: datetime
+    ) -> Identity | None:
+        """The verified identity, None when the peer presented none; IdentityError otherwise."""
+        if not view.principal:
+            if view.certificate:
+                # A certificate Envoy could not turn into a principal is not an identity.
+                raise IdentityError(
+                    Reason.CERTIFICATE_MISMATCH, "peer certificate present but no principal"
+                )
+            return None
+        spiffe_id = parse_spiffe_id(view.principal)
+        if spiffe_id.trust_domain not in config.trust_domains:
+            raise IdentityError(
+                Reason.UNTRUSTED_TRUST_DOMAIN,
+                f"trust domain {quote(spiffe_id.trust_domain)} is not trusted by the policy",
+            )
+        verified = False
+        if view.certificate:
+            self._verifier.verify(view.certificate, spiffe_id, bundles, now)
+            verified = True
+        elif config.require_certificate:
+            raise IdentityError(
+                Reason.CERTIFICATE_REQUIRED,
+                "policy requires the peer certificate (Envoy: include_peer_certificate: true)",
+            )
+        for pattern in config.deny:
+            if pattern.match(spiffe_id) is not None:
+                raise IdentityError(
+                    Reason.REVOKED, f"{spiffe_id} is denied by identity.deny {quote(pattern.text)}"
+                )
+        return Identity(spiffe_id, SOURCE_PEER, verified)

@@ -1,0 +1,123 @@
+"""The Check phases in order: path, identity, rules, decision (SPEC §2, §4.2, §5.4)."""
+
+from __future__ import annotations
+
+import urllib.parse
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from authz_server import devcerts
+from authz_server.clock import FixedClock
+from authz_server.decision import Reason
+from authz_server.identity.bundles import load_pem_bundles
+from authz_server.pipeline import Pipeline, Snapshot
+from authz_server.policy.load import load_policy_text
+from authz_server.request import RequestView
+
+POLICY = """\
+version: 1
+identity:
+  trust_domains: [example.org]
+  require_certificate: {require}
+  deny: ["spiffe://example.org/compromised/**"]
+defaults:
+  decision: {default}
+rules:
+  - id: open
+    paths: ["/open/**"]
+    effect: allow
+  - id: health
+    paths: ["/healthz"]
+    unauthenticated: true
+    effect: allow
+"""
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+ALICE = "spiffe://example.org/ops/alice"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    out: Path = tmp_path_factory.mktemp("pki")
+    ca = devcerts.mint_ca("example.org")
+    (out / "ca.pem").write_bytes(devcerts.pem(ca.certificate))
+    bundles = load_pem_bundles({"example.org": out / "ca.pem"})
+
+    def cert(spiffe_id: str, **kwargs: object) -> str:
+        leaf, _ = devcerts.mint_svid(
+            ca,
+            spiffe_id,
+            not_before=NOW - timedelta(hours=1),
+            not_after=NOW + timedelta(hours=1),
+            **kwargs,  # type: ignore[arg-type]
+        )
+        return urllib.parse.quote(devcerts.pem(leaf).decode(), safe="")
+
+    return {"bundles": bundles, "cert": cert}
+
+
+def _decide(pki: dict[str, object], view: RequestView, *, require: bool = True, default: str = "deny"):  # type: ignore[no-untyped-def]
+    policy = load_policy_text(POLICY.format(require=str(require).lower(), default=default))
+    snapshot = Snapshot(policy, pki["bundles"])  # type: ignore[arg-type]
+    return Pipeline(clock=FixedClock(NOW)).evaluate(view, snapshot)
+
+
+def _view(path: str = "/open/x", principal: str = "", certificate: str = "") -> RequestView:
+    return RequestView(method="GET", host="h", path=path, principal=principal, certificate=certificate)
+
+
+def test_verified_caller_allowed(pki: dict[str, object]) -> None:
+    """A caller with a valid SVID matching its principal is allowed by a rule."""
+    decision = _decide(pki, _view(principal=ALICE, certificate=pki["cert"](ALICE)))  # type: ignore[operator]
+    assert decision.allowed and decision.rule == "open" and decision.principal == ALICE
+    assert decision.identity_source == "peer"
+
+
+@pytest.mark.parametrize(
+    ("principal", "use_cert_of", "path", "require", "reason"),
+    [
+        pytest.param(ALICE, ALICE, "/open/../x", True, Reason.NON_CANONICAL_PATH, id="path-before-identity"),
+        pytest.param("SPIFFE://example.org/ops/alice", None, "/open/x", False, Reason.INVALID_SPIFFE_ID, id="upper-scheme"),
+        pytest.param("spiffe://example.org/ops/alice\n", None, "/open/x", False, Reason.INVALID_SPIFFE_ID, id="trailing-newline"),
+        pytest.param("orders.internal", None, "/open/x", False, Reason.INVALID_SPIFFE_ID, id="dns-san-principal"),
+        pytest.param("spiffe://partner.org/ops/alice", None, "/open/x", False, Reason.UNTRUSTED_TRUST_DOMAIN, id="foreign-trust-domain"),
+        pytest.param(ALICE, None, "/open/x", True, Reason.CERTIFICATE_REQUIRED, id="certificate-required"),
+        pytest.param(ALICE, "spiffe://example.org/ops/bob", "/open/x", True, Reason.CERTIFICATE_MISMATCH, id="certificate-of-someone-else"),
+        pytest.param("spiffe://example.org/compromised/x", "spiffe://example.org/compromised/x", "/open/x", True, Reason.REVOKED, id="revoked"),
+        pytest.param("", None, "/open/x", True, Reason.NO_IDENTITY, id="no-identity"),
+    ],
+)
+def test_identity_failures(
+    pki: dict[str, object],
+    principal: str,
+    use_cert_of: str | None,
+    path: str,
+    require: bool,
+    reason: Reason,
+) -> None:
+    """Each identity problem denies with its own reason code, before any rule applies."""
+    certificate = pki["cert"](use_cert_of) if use_cert_of else ""  # type: ignore[operator]
+    decision = _decide(pki, _view(path, principal, certificate), require=require)
+    assert not decision.allowed
+    assert decision.reason is reason
+
+
+def test_two_uri_sans_refused(pki: dict[str, object]) -> None:
+    """A certificate with two URI SANs is not an X509-SVID, whatever Envoy reported."""
+    certificate = pki["cert"](ALICE, extra_uris=["spiffe://example.org/ops/bob"])  # type: ignore[operator]
+    decision = _decide(pki, _view(principal=ALICE, certificate=certificate))
+    assert decision.reason is Reason.CERTIFICATE_INVALID
+
+
+def test_anonymous_not_allowed_by_default_allow(pki: dict[str, object]) -> None:
+    """`defaults.decision: allow` never admits a caller without identity."""
+    decision = _decide(pki, _view(), require=False, default="allow")
+    assert decision.reason is Reason.NO_IDENTITY
+
+
+def test_anonymous_allowed_by_unauthenticated_rule(pki: dict[str, object]) -> None:
+    """Only `unauthenticated: true` rules admit an anonymous caller."""
+    decision = _decide(pki, _view("/healthz"))
+    assert decision.allowed and decision.rule == "health" and decision.principal is None

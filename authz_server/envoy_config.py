@@ -1,0 +1,47 @@
+"""Render the shipped Envoy configs in `envoy/`, which are `string.Template` files.
+
+One renderer for the demo, the e2e tests and anyone deploying by hand, so that what is
+tested is what ships. Substitution is strict: a placeholder without a value is an error
+rather than an Envoy config with a literal `${...}` in it.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["DEFAULTS", "placeholders", "render_envoy_config", "shipped_configs"]
+
+#: Values that are the same in almost every deployment; anything else must be given.
+DEFAULTS: Mapping[str, str] = {
+    "LISTEN_ADDRESS": "0.0.0.0",  # noqa: S104 — a proxy listens on all interfaces by design
+    "TRUST_DOMAIN": "example.org",
+    "AUTHZ_HOST": "127.0.0.1",
+    "BACKEND_HOST": "127.0.0.1",
+}
+
+
+def render_envoy_config(template_path: Path | str, **values: object) -> str:
+    """Fill a template's `${NAME}` placeholders from `values` over `DEFAULTS`.
+
+    Raises `KeyError` naming the missing placeholder.
+    """
+    text = Path(template_path).read_text(encoding="utf-8")
+    merged = {**DEFAULTS, **{name: str(value) for name, value in values.items()}}
+    try:
+        return string.Template(text).substitute(merged)
+    except KeyError as exc:
+        raise KeyError(f"{template_path}: no value for placeholder ${{{exc.args[0]}}}") from exc
+
+
+def placeholders(template_path: Path | str) -> set[str]:
+    """The placeholder names a template uses, so a caller can check it passes them all."""
+    text = Path(template_path).read_text(encoding="utf-8")
+    return set(string.Template(text).get_identifiers())
+
+
+def shipped_configs(root: Path | None = None) -> list[Path]:
+    """The Envoy templates in the source checkout's `envoy/` directory (empty if absent)."""
+    envoy_dir = (root or Path(__file__).resolve().parent.parent) / "envoy"
+    return sorted(envoy_dir.glob("*.yaml"))

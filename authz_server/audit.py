@@ -134,7 +134,9 @@ class AuditLog:
             self._stream.flush()
         except OSError:
             self.stats.write_errors += 1
-            log.exception("audit log write to %s failed; %d records kept", self.target, len(self._pending))
+            log.exception(
+                "audit log write to %s failed; %d records kept", self.target, len(self._pending)
+            )
             return
         self._pending.clear()
 
@@ -147,7 +149,7 @@ class AuditLog:
 class NullAudit(AuditLog):
     """No audit sink configured: records are counted, not written."""
 
-    def __init__(self) -> None:  # noqa: D107 - nothing to open
+    def __init__(self) -> None:
         self.target = ""
         self.flush_interval = 0.0
         self.stats = AuditStats()

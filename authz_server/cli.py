@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -93,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     lint = commands.add_parser("lint-envoy", help="check an Envoy config for required settings")
     lint.add_argument("file")
+
+    for module_name in _FEATURE_COMMANDS:
+        module = importlib.import_module(module_name)
+        _COMMANDS.update(module.add_commands(commands))
     return parser
 
 
@@ -230,7 +235,13 @@ def _lint_envoy(args: argparse.Namespace) -> int:
     return run_lint_envoy(args.file)
 
 
-_COMMANDS = {
+Handler = Callable[[argparse.Namespace], int]
+
+#: Modules that define commands beside their feature: each has
+#: `add_commands(subparsers) -> dict[str, Handler]`.
+_FEATURE_COMMANDS: tuple[str, ...] = ()
+
+_COMMANDS: dict[str, Handler] = {
     "serve": _serve,
     "validate": _validate,
     "check": _check,

@@ -80,7 +80,9 @@ async def _check_raw(channel: grpc.aio.Channel, data: bytes) -> Any:
     return external_auth_pb2.CheckResponse.FromString(raw)
 
 
-async def test_allow_with_verified_certificate(channel: grpc.aio.Channel, pki: dict[str, Any]) -> None:
+async def test_allow_with_verified_certificate(
+    channel: grpc.aio.Channel, pki: dict[str, Any]
+) -> None:
     """A verified caller on a matching route is allowed with its identity headers."""
     request = make_check_request(
         path="/v1/orders/42", principal=FRONTEND, certificate=pki["frontend"]
@@ -117,7 +119,10 @@ async def test_allow_with_verified_certificate(channel: grpc.aio.Channel, pki: d
         ),
         pytest.param(
             lambda pki: make_check_request(
-                method="DELETE", path="/v1/orders/42", principal=FRONTEND, certificate=pki["frontend"]
+                method="DELETE",
+                path="/v1/orders/42",
+                principal=FRONTEND,
+                certificate=pki["frontend"],
             ),
             403,
             "no_matching_rule",
@@ -179,13 +184,22 @@ async def test_server_survives_bad_input_and_keeps_answering(
     channel: grpc.aio.Channel, pki: dict[str, Any]
 ) -> None:
     """After a burst of junk the server still decides correctly."""
-    for data in (b"", b"\x00", b"\xff" * 1000, make_check_request(principal="SPIFFE://X").SerializeToString()):
+    for data in (
+        b"",
+        b"\x00",
+        b"\xff" * 1000,
+        make_check_request(principal="SPIFFE://X").SerializeToString(),
+    ):
         await _check_raw(channel, data)
-    request = make_check_request(path="/v1/orders/1", principal=FRONTEND, certificate=pki["frontend"])
+    request = make_check_request(
+        path="/v1/orders/1", principal=FRONTEND, certificate=pki["frontend"]
+    )
     assert (await _check_raw(channel, request.SerializeToString())).status.code == 0
 
 
-async def test_internal_error_fails_closed(server: RunningServer, channel: grpc.aio.Channel) -> None:
+async def test_internal_error_fails_closed(
+    server: RunningServer, channel: grpc.aio.Channel
+) -> None:
     """An unexpected exception inside the pipeline is a 503 internal_error deny."""
 
     class Broken:
@@ -216,7 +230,9 @@ async def test_health_not_serving_without_bundles(tmp_path: Path) -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
-            response = await _check_raw(channel, make_check_request(path="/healthz").SerializeToString())
+            response = await _check_raw(
+                channel, make_check_request(path="/healthz").SerializeToString()
+            )
             assert response.denied_response.status.code == 503
     finally:
         await running.stop(1.0)
@@ -257,7 +273,9 @@ async def test_audit_record_per_decision(
     assert "4111111111111111" not in text
     records = [json.loads(line) for line in text.splitlines()]
     assert len(records) == 2
-    ids = [h.header.value for h in first.ok_response.headers if h.header.key == "x-authz-decision-id"]
+    ids = [
+        h.header.value for h in first.ok_response.headers if h.header.key == "x-authz-decision-id"
+    ]
     assert records[0]["decision_id"] == ids[0]
     assert records[0]["request_id"] == "req-7"
     assert records[0]["decision"] == "allow"
@@ -267,8 +285,24 @@ async def test_audit_record_per_decision(
     assert records[1]["reason"] == json.loads(second.denied_response.body)["reason"]
     assert records[1]["prev"] == records[0]["hash"]
     expected_keys = {
-        "time", "decision_id", "request_id", "principal", "identity_source", "method", "host",
-        "path", "rule", "decision", "reason", "status", "dry_run", "policy_version",
-        "latency_us", "body_digest", "approval_id", "prev", "hash",
+        "time",
+        "decision_id",
+        "request_id",
+        "principal",
+        "identity_source",
+        "method",
+        "host",
+        "path",
+        "rule",
+        "decision",
+        "reason",
+        "status",
+        "dry_run",
+        "policy_version",
+        "latency_us",
+        "body_digest",
+        "approval_id",
+        "prev",
+        "hash",
     }
     assert set(records[0]) == expected_keys

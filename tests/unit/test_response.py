@@ -27,7 +27,9 @@ def test_allow_sets_identity_headers_and_strips_client_ones() -> None:
         "x-authz-rule": "orders-read",
         "x-authz-decision-id": decision.decision_id,
     }
-    assert all(h.append_action == h.OVERWRITE_IF_EXISTS_OR_ADD for h in response.ok_response.headers)
+    assert all(
+        h.append_action == h.OVERWRITE_IF_EXISTS_OR_ADD for h in response.ok_response.headers
+    )
     assert list(response.ok_response.headers_to_remove) == ["x-authz-extra"]
     metadata = dict(response.dynamic_metadata.fields)
     assert metadata["principal"].string_value == "spiffe://e/a"
@@ -77,7 +79,9 @@ def test_deny_with_retry_after_and_approval() -> None:
 
 def test_dry_run_deny_is_enforced_as_allow() -> None:
     """A dry-run deny renders as an OK response."""
-    decision = Decision(False, Reason.DENIED_BY_RULE, rule="r", dry_run=True, principal="spiffe://e/a")
+    decision = Decision(
+        False, Reason.DENIED_BY_RULE, rule="r", dry_run=True, principal="spiffe://e/a"
+    )
     assert render_check_response(decision).HasField("ok_response")
 
 

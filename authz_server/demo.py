@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import load_pem_x509_certificate
 
 from authz_server import devcerts, stack
-from authz_server.envoy_config import render_envoy_config
+from authz_server.envoy_config import render_envoy_config, with_trusted_ca
 
 __all__ = ["DEMO_POLICY", "IDS", "run_demo"]
 
@@ -82,6 +82,9 @@ class Step:
     caller: str | None  # a name in IDS (or "two-uris"), None for no certificate
     check: Callable[[stack.Reply | None], str | None]  # None: as expected; else the problem
     headers: tuple[tuple[str, str], ...] = ()
+    #: "spiffe": the shipped front proxy; "optional": the single-trust-domain variant in
+    #: which a client certificate is really optional.
+    proxy: str = "spiffe"
 
 
 def _allowed(rule: str, principal: str) -> Callable[[stack.Reply | None], str | None]:
@@ -120,6 +123,10 @@ def _refused_or_401(reply: stack.Reply | None) -> str | None:
     return None if reply is None else _denied(401, "no_identity")(reply)
 
 
+def _exactly_401(reply: stack.Reply | None) -> str | None:
+    return _denied(401, "no_identity")(reply)
+
+
 FORGED = (("x-authz-principal", "spiffe://example.org/humans/root"), ("x-authz-rule", "forged"))
 
 TOUR = [
@@ -142,7 +149,19 @@ TOUR = [
         _denied(403, "no_matching_rule"),
     ),
     Step("The agent tries an admin page", "/admin/users", "agent", _denied(403, "denied_by_rule")),
-    Step("No client certificate at all", "/v1/orders/42", None, _refused_or_401),
+    Step(
+        "No client certificate at all (shipped proxy: the SPIFFE validator refuses the handshake)",
+        "/v1/orders/42",
+        None,
+        _refused_or_401,
+    ),
+    Step(
+        "No client certificate, through the single-trust-domain proxy where it is optional",
+        "/v1/orders/42",
+        None,
+        _exactly_401,
+        proxy="optional",
+    ),
     Step(
         "Two URI SANs: Envoy accepts it, the server does not",
         "/v1/orders/42",
@@ -192,7 +211,8 @@ def _mint(certs: Path) -> None:
         handle.write(devcerts.key_pem(leaf_key))
 
 
-def _run_step(number: int, step: Step, port: int, certs: Path) -> bool:
+def _run_step(number: int, step: Step, ports: dict[str, int], certs: Path) -> bool:
+    port = ports[step.proxy]
     cert = (certs / f"{step.caller}.pem", certs / f"{step.caller}.key") if step.caller else None
     who = CALLERS.get(step.caller or "", "no client certificate")
     print(f"\n{number}. {step.title}\n   GET {step.path}  as {who}")
@@ -270,11 +290,27 @@ def run_demo(workdir: Path, once: bool = False) -> int:
             BACKEND_PORT=services[0].port,
         )
         services.append(stack.start_envoy(logs, "envoy", config, listen_port=port))
+        optional_port = stack.free_port()
+        optional = render_envoy_config(
+            template,
+            LISTEN_ADDRESS=stack.LOOPBACK,
+            LISTEN_PORT=optional_port,
+            ADMIN_PORT=stack.free_port(),
+            CERT_DIR=certs,
+            TRUST_DOMAIN=TRUST_DOMAIN,
+            AUTHZ_PORT=services[1].port,
+            BACKEND_PORT=services[0].port,
+        )
+        optional = with_trusted_ca(optional, certs / "ca.pem")
+        services.append(
+            stack.start_envoy(logs, "envoy-optional-cert", optional, listen_port=optional_port)
+        )
+        ports = {"spiffe": port, "optional": optional_port}
         print(
             f"Envoy https://localhost:{port} → authz-server 127.0.0.1:{services[1].port}"
             f" → backend 127.0.0.1:{services[0].port}  (policy: {policy})"
         )
-        results = [_run_step(n, step, port, certs) for n, step in enumerate(TOUR, 1)]
+        results = [_run_step(n, step, ports, certs) for n, step in enumerate(TOUR, 1)]
         passed = sum(results)
         print(f"\n{passed}/{len(results)} steps as expected.")
         _try_next(port, certs, audit_log, logs)

@@ -45,3 +45,26 @@ def shipped_configs(root: Path | None = None) -> list[Path]:
     """The Envoy templates in the source checkout's `envoy/` directory (empty if absent)."""
     envoy_dir = (root or Path(__file__).resolve().parent.parent) / "envoy"
     return sorted(envoy_dir.glob("*.yaml"))
+
+
+def with_trusted_ca(config: str, ca: Path | str) -> str:
+    """Swap the listener's SPIFFE validator for Envoy's default one with a `trusted_ca` file.
+
+    With one trust domain's CA this is a legitimate single-domain shape, and the only one in
+    Envoy 1.40 where client certificates are really optional (the SPIFFE validator demands
+    one whatever `require_client_certificate` says, envoyproxy/envoy#26412), so a caller
+    without a certificate reaches authz-server and gets 401 `no_identity`. With several CAs
+    pooled in one file it is the misconfiguration SPEC §4.2 warns about; the server still
+    verifies each chain against its own trust domain's bundle.
+    """
+    import yaml  # the renderer itself needs no YAML parser
+
+    document = yaml.safe_load(config)
+    for listener in document["static_resources"]["listeners"]:
+        for chain in listener.get("filter_chains", []):
+            socket = chain.get("transport_socket")
+            if not socket:
+                continue
+            tls = socket["typed_config"]["common_tls_context"]
+            tls["validation_context"] = {"trusted_ca": {"filename": str(ca)}}
+    return str(yaml.safe_dump(document, sort_keys=False))

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from authz_server import devcerts
+from authz_server import devcerts, envoy_config
 from authz_server.envoy_config import render_envoy_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,25 +132,15 @@ def render_front_proxy(
     )
 
 
+with_trusted_ca = envoy_config.with_trusted_ca
+
+
 def _edit(config: str, change: Callable[[dict[str, Any], dict[str, Any]], None]) -> str:
     """Apply `change(tls_context, http_connection_manager)` to the one listener."""
     document = yaml.safe_load(config)
     chain = document["static_resources"]["listeners"][0]["filter_chains"][0]
     change(chain["transport_socket"]["typed_config"], chain["filters"][0]["typed_config"])
     return str(yaml.safe_dump(document, sort_keys=False))
-
-
-def with_trusted_ca(config: str, ca: Path) -> str:
-    """Envoy's default validator with one `trusted_ca` file instead of the SPIFFE one.
-
-    With one CA this is a legitimate single-trust-domain shape (and certificates become
-    truly optional); with a pooled file it is the misconfiguration SPEC §4.2 warns about.
-    """
-
-    def change(tls: dict[str, Any], _hcm: dict[str, Any]) -> None:
-        tls["common_tls_context"]["validation_context"] = {"trusted_ca": {"filename": str(ca)}}
-
-    return _edit(config, change)
 
 
 def without_path_normalisation(config: str) -> str:

@@ -5,10 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-e2e lint format protos clean
+.PHONY: help install system-deps demo test test-unit test-e2e lint format protos clean
 
 help: ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the package with test and dev tools
 
+# Programs the tests run for real: Redis (shared store), docker-compose (compose file
+# validation, no engine needed), kubectl (kustomize rendering). Installed from Debian when
+# missing and we are root; otherwise the missing ones are named.
+SYSTEM_TOOLS := redis-server:redis-server docker-compose:docker-compose
+system-deps: ## install the system programs the tests use (Debian packages; needs root)
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "please install:$$missing" >&2; exit 1; fi; \
+	fi
+
 demo: $(STAMP) ## real Envoy + authz-server + echo backend on loopback, with a scripted tour
 	$(PY) -m authz_server demo
 
-test: $(STAMP) ## the whole suite: unit, integration, end-to-end through real Envoy
+test: $(STAMP) system-deps ## the whole suite: unit, integration, end-to-end through real Envoy
 	$(PY) -m pytest
 
 test-unit: $(STAMP) ## unit tests only (fast)

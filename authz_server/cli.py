@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from authz_server import __version__
+from authz_server import __version__, lint_envoy
 from authz_server.clock import FixedClock, SystemClock
 from authz_server.errors import AuthzError, ConfigError, PolicyError
 from authz_server.identity.bundles import TrustBundles, parse_bundle_spec
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--once", action="store_true", help="run the tour and exit")
 
     lint = commands.add_parser("lint-envoy", help="check an Envoy config for required settings")
-    lint.add_argument("file")
+    lint_envoy.add_arguments(lint)
 
     for module_name in _FEATURE_COMMANDS:
         module = importlib.import_module(module_name)
@@ -230,9 +230,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _lint_envoy(args: argparse.Namespace) -> int:
-    from authz_server.lint_envoy import run_lint_envoy
-
-    return run_lint_envoy(args.file)
+    return lint_envoy.run_lint_envoy(
+        args.file, body_rules=args.body_rules, behind_trusted_proxy=args.behind_trusted_proxy
+    )
 
 
 Handler = Callable[[argparse.Namespace], int]

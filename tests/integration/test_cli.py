@@ -1,0 +1,300 @@
+"""The `authz-server` command line as a user runs it: exit codes, output, AUTHZ_* variables."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from authz_server import stack
+
+POLICY = """\
+version: 1
+identity:
+  trust_domains: [example.org]
+rules:
+  - id: orders-read
+    methods: [GET]
+    paths: ["/v1/orders/{id}"]
+    principals: ["spiffe://example.org/ns/shop/sa/*"]
+    effect: allow
+  - id: no-admin
+    paths: ["/admin/**"]
+    effect: deny
+"""
+
+BROKEN = """\
+version: 1
+identity:
+  trust_domains: [example.org]
+rules:
+  - id: a
+    paths: ["/x/**/y"]
+    effect: allow
+  - id: a
+    efect: allow
+"""
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "authz_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+def test_validate_ok(policy: Path) -> None:
+    """A valid policy exits 0 and says how many rules it has."""
+    result = run("validate", str(policy))
+    assert result.returncode == 0, result.stderr
+    assert "ok: 2 rules" in result.stdout
+
+
+def test_validate_reports_every_error_located(tmp_path: Path) -> None:
+    """An invalid policy exits 1 listing every error with file:line and rule id."""
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN)
+    result = run("validate", str(path))
+    assert result.returncode == 1
+    lines = [line.strip() for line in result.stderr.splitlines() if line.startswith("  ")]
+    assert len(lines) >= 3
+    assert any(f"{path}:6: rule 'a': paths[0]:" in line for line in lines)
+    assert any(f"{path}:8: rule 'a': id: duplicate rule id" in line for line in lines)
+    assert any(f"{path}:9: rule 'a': efect: unknown key" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "decision", "reason", "rule"),
+    [
+        pytest.param(
+            [
+                "--principal",
+                "spiffe://example.org/ns/shop/sa/web",
+                "--method",
+                "get",
+                "--path",
+                "/v1/orders/42?x=1",
+            ],
+            0,
+            "allow",
+            "allowed_by_rule",
+            "orders-read",
+            id="allow",
+        ),
+        pytest.param(
+            [
+                "--principal",
+                "spiffe://example.org/ns/shop/sa/web",
+                "--method",
+                "GET",
+                "--path",
+                "/admin/x",
+            ],
+            3,
+            "deny",
+            "denied_by_rule",
+            "no-admin",
+            id="deny-rule",
+        ),
+        pytest.param(
+            [
+                "--principal",
+                "spiffe://example.org/ns/shop/sa/web",
+                "--method",
+                "GET",
+                "--path",
+                "/v1/orders/../admin",
+            ],
+            3,
+            "deny",
+            "non_canonical_path",
+            None,
+            id="path-trick",
+        ),
+        pytest.param(
+            [
+                "--principal",
+                "spiffe://Example.org/ns/shop/sa/web",
+                "--method",
+                "GET",
+                "--path",
+                "/v1/orders/1",
+            ],
+            3,
+            "deny",
+            "invalid_spiffe_id",
+            None,
+            id="bad-id",
+        ),
+        pytest.param(
+            ["--method", "GET", "--path", "/v1/orders/1"],
+            3,
+            "deny",
+            "no_identity",
+            None,
+            id="anonymous",
+        ),
+    ],
+)
+def test_check(
+    policy: Path, args: list[str], code: int, decision: str, reason: str, rule: str | None
+) -> None:
+    """`check` prints the decision as JSON and exits 0 on allow, 3 on deny."""
+    result = run("check", "--policy", str(policy), *args)
+    assert result.returncode == code, result.stderr
+    output = json.loads(result.stdout)
+    assert (output["decision"], output["reason"], output["rule"]) == (decision, reason, rule)
+
+
+def test_check_with_invalid_policy_exits_1(tmp_path: Path) -> None:
+    """`check` refuses to judge against an invalid policy."""
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN)
+    result = run("check", "--policy", str(path), "--method", "GET", "--path", "/")
+    assert result.returncode == 1
+    assert "policy rejected" in result.stderr
+
+
+def test_dev_certs(tmp_path: Path) -> None:
+    """`dev-certs` writes a CA and one SVID per id, each carrying exactly its SPIFFE ID."""
+    out = tmp_path / "certs"
+    result = run(
+        "dev-certs",
+        "--out",
+        str(out),
+        "--trust-domain",
+        "example.org",
+        "--id",
+        "web=spiffe://example.org/ns/shop/sa/web",
+        "--id",
+        "bot=spiffe://example.org/agents/a/b",
+        "--dns",
+        "web=localhost",
+    )
+    assert result.returncode == 0, result.stderr
+    for name, spiffe_id in (
+        ("web", "spiffe://example.org/ns/shop/sa/web"),
+        ("bot", "spiffe://example.org/agents/a/b"),
+    ):
+        cert = x509.load_pem_x509_certificate((out / f"{name}.pem").read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.UniformResourceIdentifier) == [spiffe_id]
+        assert (out / f"{name}.key").stat().st_mode & 0o777 == 0o600
+    assert (out / "ca.pem").exists()
+
+
+def test_dev_certs_refuses_foreign_trust_domain(tmp_path: Path) -> None:
+    """An id outside the trust domain is a clear error, and nothing is written."""
+    result = run(
+        "dev-certs",
+        "--out",
+        str(tmp_path / "c"),
+        "--trust-domain",
+        "example.org",
+        "--id",
+        "x=spiffe://other.org/x",
+    )
+    assert result.returncode == 1
+    assert "other.org" in result.stderr
+    assert not (tmp_path / "c" / "x.pem").exists()
+
+
+def _health(port: int) -> int:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=2
+        )
+        return int(reply.status)
+
+
+def test_serve_from_environment_and_drain(policy: Path, tmp_path: Path) -> None:
+    """Every serve flag can come from AUTHZ_*; SIGTERM drains and exits 0."""
+    certs = tmp_path / "certs"
+    assert (
+        run(
+            "dev-certs",
+            "--out",
+            str(certs),
+            "--trust-domain",
+            "example.org",
+            "--id",
+            "a=spiffe://example.org/a",
+        ).returncode
+        == 0
+    )
+    port = stack.free_port()
+    audit = tmp_path / "audit.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "authz_server", "serve"],
+        env={
+            **os.environ,
+            "AUTHZ_POLICY": str(policy),
+            "AUTHZ_LISTEN": f"127.0.0.1:{port}",
+            "AUTHZ_TRUST_BUNDLE": f"example.org={certs / 'ca.pem'}",
+            "AUTHZ_AUDIT_LOG": str(audit),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                status = _health(port)
+                break
+            except grpc.RpcError:
+                time.sleep(0.1)
+        assert status == health_pb2.HealthCheckResponse.SERVING
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        assert audit.exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_serve_refuses_invalid_policy(tmp_path: Path) -> None:
+    """`serve` with an invalid policy exits 1 before listening, listing the errors."""
+    path = tmp_path / "broken.yaml"
+    path.write_text(BROKEN)
+    result = run("serve", "--policy", str(path), "--listen", f"127.0.0.1:{stack.free_port()}")
+    assert result.returncode == 1
+    assert "duplicate rule id" in result.stderr
+
+
+def test_serve_refuses_missing_bundle_file(policy: Path, tmp_path: Path) -> None:
+    """A trust bundle that does not exist is a clear error at start."""
+    result = run(
+        "serve",
+        "--policy",
+        str(policy),
+        "--listen",
+        f"127.0.0.1:{stack.free_port()}",
+        "--trust-bundle",
+        f"example.org={tmp_path / 'missing.pem'}",
+    )
+    assert result.returncode == 1
+    assert "missing.pem" in result.stderr

@@ -57,9 +57,7 @@ format: $(STAMP) ## apply ruff formatting
 	$(VENV)/bin/ruff check --fix authz_server tests
 
 protos: $(STAMP) ## compile protos/*.proto with grpcio-tools (the admin API)
-	@if ls protos/*.proto >/dev/null 2>&1; then \
-	  $(PY) -m grpc_tools.protoc -Iprotos --python_out=authz_server/admin --grpc_python_out=authz_server/admin --pyi_out=authz_server/admin protos/*.proto; \
-	else echo "protos/: no .proto files yet"; fi
+	$(PY) -m grpc_tools.protoc -Iauthz_server/admin=protos --python_out=. --pyi_out=. protos/authz_admin.proto
 
 clean: ## remove the venv, caches and demo state
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache build *.egg-info

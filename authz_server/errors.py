@@ -5,7 +5,8 @@
     │   ├── RequestError          the CheckRequest cannot be judged (malformed, unsupported, path)
     │   └── IdentityError         the caller's identity failed verification (SPEC §4.2)
     ├── PolicyError               a policy could not be loaded; carries every `PolicyIssue`
-    └── ConfigError               bad command-line / environment settings
+    ├── ConfigError               bad command-line / environment settings
+    └── StoreUnavailable          the state store failed; callers fail closed (internal_error)
 
 Messages quote the offending input (truncated), never a secret.
 """
@@ -67,6 +68,10 @@ class PolicyError(AuthzError):
 
 class ConfigError(AuthzError):
     """Settings (flags, environment) are invalid."""
+
+
+class StoreUnavailable(AuthzError):
+    """The state store (approvals, rates, revocations) failed; fail closed with internal_error."""
 
 
 def quote(value: str, limit: int = 120) -> str:

@@ -1,0 +1,367 @@
+"""The admin gRPC service (`authz.admin.v1.AdminService`, protos/authz_admin.proto).
+
+Every method runs the same gate (`auth.py`): a policy must be in force, the caller is
+authenticated from its certificate, must be an admin and must not be revoked. Approve and
+Reject then check the rule's approvers against the policy in force *now*, not the approver
+patterns copied into the record when the request was first seen.
+
+Refusals become gRPC status codes with a message for the human at the CLI; a store that
+cannot be reached is UNAVAILABLE, never a silent success.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from authz_server.admin import authz_admin_pb2 as pb
+from authz_server.admin.auth import (
+    Caller,
+    Refused,
+    authenticate,
+    authorize_admin,
+    authorize_approver,
+    check_not_revoked,
+)
+from authz_server.clock import Clock, FixedClock, SystemClock
+from authz_server.decision import Decision
+from authz_server.errors import StoreUnavailable, quote
+from authz_server.pipeline import Pipeline, Snapshot
+from authz_server.policy.evaluate import Trace
+from authz_server.policy.model import PrincipalMatcher
+from authz_server.policy.patterns import compile_principal_pattern
+from authz_server.request import RequestView, normalize_host, split_path
+from authz_server.state.store import ApprovalRecord, DecideOutcome, Revocation, Store
+
+__all__ = [
+    "SERVICE_NAME",
+    "AdminService",
+    "ApproversFor",
+    "Explain",
+    "Explanation",
+    "PolicyStatus",
+    "pipeline_explain",
+]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "authz.admin.v1.AdminService"
+_APPROVAL_ID = re.compile(r"[0-9a-f]{64}")
+_MAX_REVOCATION_TTL_S = 10 * 365 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    decision: Decision
+    trace: list[dict[str, object]]
+
+
+#: Evaluate a described request (principal taken as verified) at a time, without side effects.
+Explain = Callable[[RequestView, datetime | None], Awaitable[Explanation]]
+#: The approver patterns of a rule in the policy in force; empty when it has none.
+ApproversFor = Callable[[str], Sequence[PrincipalMatcher]]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyStatus:
+    """What the reloader knows beyond the snapshot: when it loaded, and the last failure."""
+
+    loaded_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+
+def pipeline_explain(snapshot_source: Callable[[], Snapshot | None]) -> Explain:
+    """Explain with the Check pipeline, the principal taken as verified (as `check` does)."""
+
+    async def explain(view: RequestView, at: datetime | None) -> Explanation:
+        snapshot = snapshot_source()
+        if snapshot is None:
+            raise Refused(grpc.StatusCode.UNAVAILABLE, "no policy loaded")
+        policy = snapshot.policy
+        relaxed = dataclasses.replace(
+            policy, identity=dataclasses.replace(policy.identity, require_certificate=False)
+        )
+        clock: Clock = FixedClock(at) if at is not None else SystemClock()
+        trace = Trace()
+        pipeline = Pipeline(clock=clock)
+        decision = await pipeline.evaluate(view, Snapshot(relaxed, snapshot.bundles), trace)
+        return Explanation(decision, trace.steps)
+
+    return explain
+
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+class AdminService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        snapshot_source: Callable[[], Snapshot | None],
+        explain: Explain,
+        approvers_for: ApproversFor,
+        insecure_local: bool = False,
+        clock: Clock | None = None,
+        policy_status: Callable[[], PolicyStatus] | None = None,
+    ) -> None:
+        self._store = store
+        self._snapshot = snapshot_source
+        self._explain = explain
+        self._approvers_for = approvers_for
+        self._insecure_local = insecure_local
+        self._clock = clock or SystemClock()
+        self._policy_status = policy_status or PolicyStatus
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        methods: dict[str, tuple[Callable[..., Any], Any, Any]] = {
+            "Explain": (self.explain, pb.ExplainRequest, pb.ExplainResponse),
+            "ListApprovals": (
+                self.list_approvals, pb.ListApprovalsRequest, pb.ListApprovalsResponse
+            ),
+            "Approve": (self.approve, pb.DecideRequest, pb.Approval),
+            "Reject": (self.reject, pb.DecideRequest, pb.Approval),
+            "Revoke": (self.revoke, pb.RevokeRequest, pb.Revocation),
+            "Unrevoke": (self.unrevoke, pb.UnrevokeRequest, pb.UnrevokeResponse),
+            "ListRevocations": (
+                self.list_revocations, pb.ListRevocationsRequest, pb.ListRevocationsResponse
+            ),
+            "GetPolicy": (self.get_policy, pb.GetPolicyRequest, pb.PolicyInfo),
+        }  # fmt: skip
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                name: grpc.unary_unary_rpc_method_handler(
+                    self._guarded(name, method),
+                    request_deserializer=request.FromString,
+                    response_serializer=response.SerializeToString,
+                )
+                for name, (method, request, response) in methods.items()
+            },
+        )
+
+    def _guarded(
+        self, name: str, method: Callable[[Any, Caller, Snapshot], Awaitable[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+        """The common gate, then the method; every refusal becomes a status code."""
+
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            caller_name = "?"
+            try:
+                snapshot = self._snapshot()
+                if snapshot is None:
+                    raise Refused(grpc.StatusCode.UNAVAILABLE, "no policy loaded")
+                caller = self._caller(context, snapshot)
+                caller_name = caller.name
+                authorize_admin(caller, snapshot.policy)
+                await check_not_revoked(caller, self._store)
+                return await method(request, caller, snapshot)
+            except Refused as refusal:
+                log.warning("admin %s by %s refused: %s", name, caller_name, refusal.message)
+                await context.abort(refusal.code, refusal.message)
+            except StoreUnavailable as error:
+                log.error("admin %s by %s: %s", name, caller_name, error)
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {error}"
+                )
+            except ValueError as error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+
+        return call
+
+    def _caller(self, context: grpc.aio.ServicerContext[Any, Any], snapshot: Snapshot) -> Caller:
+        if self._insecure_local:
+            return Caller(None)
+        auth_context = {k: list(v) for k, v in context.auth_context().items()}
+        return authenticate(
+            auth_context,
+            snapshot.bundles,
+            snapshot.policy.identity.trust_domains,
+            self._clock.now(),
+        )
+
+    # methods -----------------------------------------------------------------------------
+
+    async def explain(
+        self, request: pb.ExplainRequest, caller: Caller, snapshot: Snapshot
+    ) -> pb.ExplainResponse:
+        path, query = split_path(request.path)
+        if not request.method or not path:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "method and path are required")
+        view = RequestView(
+            method=request.method.upper(),
+            host=normalize_host(request.host),
+            path=path,
+            query=query,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=request.body if request.HasField("body") else None,
+            principal=request.principal,
+        )
+        at = request.at.ToDatetime(tzinfo=UTC) if request.HasField("at") else None
+        result = await self._explain(view, at)
+        decision = result.decision
+        return pb.ExplainResponse(
+            decision=decision.verdict,
+            reason=decision.reason.value,
+            rule=decision.rule or "",
+            http_status=decision.http_status,
+            principal=decision.principal or "",
+            dry_run=decision.dry_run,
+            approval_id=decision.approval_id or "",
+            policy_version=snapshot.policy.version,
+            trace=[_struct(step) for step in result.trace],
+        )
+
+    async def list_approvals(
+        self, request: pb.ListApprovalsRequest, caller: Caller, snapshot: Snapshot
+    ) -> pb.ListApprovalsResponse:
+        records = await self._store.list_approvals()
+        return pb.ListApprovalsResponse(approvals=[_approval(r) for r in records])
+
+    async def approve(
+        self, request: pb.DecideRequest, caller: Caller, snapshot: Snapshot
+    ) -> pb.Approval:
+        return await self._decide(request.approval_id, caller, approve=True)
+
+    async def reject(
+        self, request: pb.DecideRequest, caller: Caller, snapshot: Snapshot
+    ) -> pb.Approval:
+        return await self._decide(request.approval_id, caller, approve=False)
+
+    async def _decide(self, approval_id: str, caller: Caller, *, approve: bool) -> pb.Approval:
+        verb = "approve" if approve else "reject"
+        if not _APPROVAL_ID.fullmatch(approval_id):
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"approval id {quote(approval_id)} is not 64 lower-case hex characters",
+            )
+        record = await self._store.get_approval(approval_id)
+        if record is None:
+            raise Refused(grpc.StatusCode.NOT_FOUND, _not_found(approval_id))
+        approvers = self._approvers_for(record.rule_id)
+        authorize_approver(caller, record.rule_id, approvers, record.principal if approve else None)
+        decided = await (self._store.approve if approve else self._store.reject)(
+            approval_id, caller.name
+        )
+        if decided.outcome is DecideOutcome.NOT_FOUND or decided.record is None:
+            raise Refused(grpc.StatusCode.NOT_FOUND, _not_found(approval_id))
+        if decided.outcome is DecideOutcome.NOT_PENDING:
+            raise Refused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"approval {approval_id} was already {decided.record.status.value} "
+                f"by {decided.record.decided_by}",
+            )
+        log.info(
+            "admin: %s %sd approval %s (rule %s, %s %s%s for %s)",
+            caller.name, verb, approval_id, record.rule_id,
+            record.method, record.host, record.path, record.principal,
+        )  # fmt: skip
+        return _approval(decided.record)
+
+    async def revoke(
+        self, request: pb.RevokeRequest, caller: Caller, snapshot: Snapshot
+    ) -> pb.Revocation:
+        if not 0 < request.ttl_seconds <= _MAX_REVOCATION_TTL_S:
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"ttl_seconds must be between 1 and {_MAX_REVOCATION_TTL_S}, "
+                f"got {request.ttl_seconds}",
+            )
+        revocation = await self._store.revoke(
+            request.pattern, float(request.ttl_seconds), request.reason, caller.name
+        )
+        log.warning(
+            "admin: %s revoked %s for %ds: %s",
+            caller.name, request.pattern, request.ttl_seconds, request.reason,
+        )  # fmt: skip
+        return _revocation(revocation)
+
+    async def unrevoke(
+        self, request: pb.UnrevokeRequest, caller: Caller, snapshot: Snapshot
+    ) -> pb.UnrevokeResponse:
+        compile_principal_pattern(request.pattern)  # ValueError → INVALID_ARGUMENT
+        removed = await self._store.unrevoke(request.pattern)
+        if removed:
+            log.warning("admin: %s lifted the revocation of %s", caller.name, request.pattern)
+        return pb.UnrevokeResponse(removed=removed)
+
+    async def list_revocations(
+        self, request: pb.ListRevocationsRequest, caller: Caller, snapshot: Snapshot
+    ) -> pb.ListRevocationsResponse:
+        revocations = await self._store.list_revocations()
+        return pb.ListRevocationsResponse(revocations=[_revocation(r) for r in revocations])
+
+    async def get_policy(
+        self, request: pb.GetPolicyRequest, caller: Caller, snapshot: Snapshot
+    ) -> pb.PolicyInfo:
+        policy = snapshot.policy
+        status = self._policy_status()
+        info = pb.PolicyInfo(
+            version=policy.version,
+            rule_count=len(policy.rules),
+            last_reload_error=status.last_error or "",
+            files=list(policy.files),
+        )
+        if status.loaded_at is not None:
+            info.loaded_at.FromDatetime(status.loaded_at)
+        if status.last_error_at is not None:
+            info.last_reload_error_at.FromDatetime(status.last_error_at)
+        return info
+
+
+def _not_found(approval_id: str) -> str:
+    return f"no live approval {approval_id} (unknown, expired, or already used)"
+
+
+def _timestamp(us: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMicroseconds(us)
+    return stamp
+
+
+def _approval(record: ApprovalRecord) -> pb.Approval:
+    message = pb.Approval(
+        approval_id=record.approval_id,
+        status=record.status.value,
+        principal=record.principal,
+        method=record.method,
+        host=record.host,
+        path=record.path,
+        query=record.query,
+        body_digest=record.body_digest or "",
+        rule_id=record.rule_id,
+        approvers=list(record.approvers),
+        created_at=_timestamp(record.created_us),
+        expires_at=_timestamp(record.expires_us),
+        decided_by=record.decided_by or "",
+    )
+    if record.decided_us is not None:
+        message.decided_at.CopyFrom(_timestamp(record.decided_us))
+    return message
+
+
+def _revocation(revocation: Revocation) -> pb.Revocation:
+    return pb.Revocation(
+        pattern=revocation.pattern,
+        reason=revocation.reason,
+        revoked_by=revocation.by,
+        created_at=_timestamp(revocation.created_us),
+        expires_at=_timestamp(revocation.expires_us),
+    )
+
+
+def _struct(step: dict[str, object]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    json_format.ParseDict(json.loads(json.dumps(step, default=str)), struct)
+    return struct

@@ -1,0 +1,52 @@
+"""Shared decision state (SPEC §9): `open_store("memory" | "redis://HOST:PORT/DB")`."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from authz_server.clock import Clock
+from authz_server.errors import ConfigError, quote
+from authz_server.state.store import Store
+
+__all__ = ["Store", "open_store", "redacted_url"]
+
+
+def redacted_url(url: str) -> str:
+    """`url` with any password replaced, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+
+
+def open_store(url: str, *, clock: Clock | None = None) -> Store:
+    """The store named by `--store`: `memory`, or `redis://HOST:PORT/DB` (`rediss://` for TLS).
+
+    Raises `ConfigError` for anything else. Connecting is lazy: call `ping()` to check.
+    """
+    if url == "memory":
+        from authz_server.state.memory import MemoryStore
+
+        return MemoryStore(clock)
+    shown = quote(redacted_url(url))
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(f"--store {shown}: expected 'memory' or redis://HOST:PORT/DB")
+    try:
+        parts.port  # noqa: B018 - parsing the port validates it
+    except ValueError:
+        raise ConfigError(f"--store {shown}: the port is not a number") from None
+    if not parts.hostname:
+        raise ConfigError(f"--store {shown}: a host is required")
+    db = parts.path.lstrip("/")
+    if parts.path not in ("", "/") and not db.isdigit():
+        raise ConfigError(
+            f"--store {shown}: the database must be a number, e.g. redis://host:6379/0"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"--store {shown}: query and fragment are not supported")
+    from authz_server.state.redis import RedisStore
+
+    return RedisStore(url, clock=clock)

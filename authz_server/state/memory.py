@@ -1,0 +1,192 @@
+"""The in-process store: one process, no persistence (SPEC §9 `--store memory`).
+
+Every operation runs to completion without awaiting, so it is atomic with respect to
+other coroutines on the loop; a lock makes it atomic across threads too (the CLI and tests
+may drive it from more than one). Nothing here is shared between processes, which is why
+`--workers N>1` refuses this store.
+
+Memory stays bounded: expired approvals and revocations are dropped when touched and by a
+periodic sweep, and rate windows keep at most `limit` timestamps per key, idle keys being
+swept once their window has passed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import threading
+from collections import deque
+
+from authz_server.clock import Clock, SystemClock
+from authz_server.identity.spiffe_id import SpiffeId
+from authz_server.state.revocations import RevocationSet, check_revocation
+from authz_server.state.store import (
+    US,
+    ApprovalRecord,
+    ApprovalState,
+    ApprovalStatus,
+    Decided,
+    DecideOutcome,
+    PendingAction,
+    RateResult,
+    Revocation,
+    to_us,
+)
+
+__all__ = ["MemoryStore"]
+
+#: Sweep expired entries after this many writes.
+_SWEEP_EVERY = 1024
+
+
+class MemoryStore:
+    """`Store` in one process's memory."""
+
+    shared = False
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
+        self._lock = threading.Lock()
+        self._approvals: dict[str, ApprovalRecord] = {}
+        # key → (period in µs, timestamps of allowed hits, oldest first)
+        self._rates: dict[str, tuple[int, deque[int]]] = {}
+        self._revocations = RevocationSet(())
+        self._writes = 0
+
+    def _now(self) -> int:
+        return to_us(self._clock.now().timestamp())
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    # approvals ---------------------------------------------------------------------------
+
+    def _live(self, approval_id: str, now: int) -> ApprovalRecord | None:
+        record = self._approvals.get(approval_id)
+        if record is not None and record.expires_us <= now:
+            del self._approvals[approval_id]
+            return None
+        return record
+
+    async def consume(self, action: PendingAction) -> ApprovalState:
+        with self._lock:
+            now = self._now()
+            record = self._live(action.approval_id, now)
+            if record is None:
+                self._approvals[action.approval_id] = ApprovalRecord.pending(action, now)
+                self._wrote(now)
+                return ApprovalState.REQUIRED
+            if record.status is ApprovalStatus.APPROVED:
+                del self._approvals[action.approval_id]  # one use
+                return ApprovalState.GRANTED
+            if record.status is ApprovalStatus.REJECTED:
+                return ApprovalState.DENIED
+            return ApprovalState.REQUIRED
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        with self._lock:
+            return self._live(approval_id, self._now())
+
+    async def list_approvals(self, limit: int = 1000) -> list[ApprovalRecord]:
+        with self._lock:
+            now = self._now()
+            live = [r for r in self._approvals.values() if r.expires_us > now]
+        live.sort(key=lambda r: (r.created_us, r.approval_id))
+        return live[:limit]
+
+    async def approve(self, approval_id: str, approver: str) -> Decided:
+        return self._decide(approval_id, approver, ApprovalStatus.APPROVED)
+
+    async def reject(self, approval_id: str, approver: str) -> Decided:
+        return self._decide(approval_id, approver, ApprovalStatus.REJECTED)
+
+    def _decide(self, approval_id: str, approver: str, status: ApprovalStatus) -> Decided:
+        with self._lock:
+            now = self._now()
+            record = self._live(approval_id, now)
+            if record is None:
+                return Decided(DecideOutcome.NOT_FOUND, None)
+            if record.status is not ApprovalStatus.PENDING:
+                return Decided(DecideOutcome.NOT_PENDING, record)
+            decided = dataclasses.replace(
+                record,
+                status=status,
+                decided_by=approver,
+                decided_us=now,
+                expires_us=now + record.ttl_us,
+            )
+            self._approvals[approval_id] = decided
+            return Decided(DecideOutcome.DONE, decided)
+
+    # rate limits -------------------------------------------------------------------------
+
+    async def hit(self, key: str, limit: int, period_s: float) -> RateResult:
+        if limit < 1 or not period_s > 0:
+            raise ValueError(f"rate limit needs limit >= 1 and period > 0, got {limit}/{period_s}")
+        period = to_us(period_s)
+        with self._lock:
+            now = self._now()
+            entry = self._rates.get(key)
+            if entry is None:
+                entry = (period, deque())
+                self._rates[key] = entry
+                self._wrote(now)
+            window = entry[1]
+            cutoff = now - period
+            while window and window[0] <= cutoff:
+                window.popleft()
+            if len(window) < limit:
+                # Keep the log sorted even if the clock steps back (a slower replica).
+                if window and window[-1] > now:
+                    bisect.insort(window, now)
+                else:
+                    window.append(now)
+                if entry[0] != period:
+                    self._rates[key] = (period, window)
+                return RateResult(True)
+            # The hit that must leave the window before one more fits.
+            blocker = window[len(window) - limit]
+            return RateResult(False, (blocker + period - now) / US)
+
+    # revocations -------------------------------------------------------------------------
+
+    async def revoke(self, pattern: str, ttl_s: float, reason: str, by: str) -> Revocation:
+        check_revocation(pattern, ttl_s, reason, by)
+        with self._lock:
+            now = self._now()
+            revocation = Revocation(pattern, reason, by, now, now + to_us(ttl_s))
+            current = self._revocations.live(now)
+            others = [r for r in current if r.pattern != pattern]
+            self._revocations = RevocationSet([*others, revocation])
+            return revocation
+
+    async def unrevoke(self, pattern: str) -> bool:
+        with self._lock:
+            now = self._now()
+            current = self._revocations.live(now)
+            kept = [r for r in current if r.pattern != pattern]
+            self._revocations = RevocationSet(kept)
+            return len(kept) != len(current)
+
+    async def list_revocations(self) -> list[Revocation]:
+        with self._lock:
+            return self._revocations.live(self._now())
+
+    async def revoked(self, spiffe_id: SpiffeId) -> Revocation | None:
+        return self._revocations.match(spiffe_id, self._now())
+
+    # housekeeping ------------------------------------------------------------------------
+
+    def _wrote(self, now: int) -> None:
+        self._writes += 1
+        if self._writes % _SWEEP_EVERY == 0:
+            self._sweep(now)
+
+    def _sweep(self, now: int) -> None:
+        for approval_id in [a for a, r in self._approvals.items() if r.expires_us <= now]:
+            del self._approvals[approval_id]
+        for key in [k for k, (p, w) in self._rates.items() if not w or w[-1] <= now - p]:
+            del self._rates[key]

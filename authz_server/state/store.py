@@ -1,0 +1,218 @@
+"""The shared state a decision may need: approvals, rate counters, revocations (SPEC §9).
+
+`Store` is the one interface; `memory.MemoryStore` serves one process, `redis.RedisStore`
+several workers or replicas. Both behave the same (the tests run one table against both)
+and read time from an injected `Clock`, never from the store server.
+
+Approvals (SPEC §6.1) — one record per action fingerprint (the approval id):
+
+    consume(action)  no live record      → create a pending one,        REQUIRED
+                     pending             →                              REQUIRED
+                     approved (in ttl)   → delete it, atomically,       GRANTED  (one use)
+                     rejected (in ttl)   →                              DENIED
+    approve / reject only a live pending record; the decision lives `ttl` from then on.
+
+A pending record also lives `ttl` from its creation; after that the next identical request
+creates a new one. `consume` is atomic: of any number of concurrent consumers of one granted
+approval, on any number of replicas sharing the store, exactly one gets GRANTED.
+
+Rate limits are a sliding-window log: a hit at `now` is allowed iff fewer than `limit` hits
+were allowed in the half-open window (now - period, now]. So at most `limit` requests pass
+in any window of length `period` — exactly, also at window edges (a hit allowed at t frees
+its slot at t + period, not a microsecond earlier or later). Denied hits are not counted.
+Times are integer microseconds, so the arithmetic is exact.
+
+Revocations are SPIFFE ID patterns (policy syntax) with a ttl; `revoked(id)` is the hot-path
+check. Every store failure raises `StoreUnavailable`: callers deny with internal_error.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from authz_server.identity.spiffe_id import SpiffeId
+
+__all__ = [
+    "ApprovalRecord",
+    "ApprovalState",
+    "ApprovalStatus",
+    "DecideOutcome",
+    "Decided",
+    "PendingAction",
+    "RateResult",
+    "Revocation",
+    "Store",
+    "to_us",
+]
+
+US = 1_000_000
+
+
+def to_us(seconds: float) -> int:
+    """Seconds (epoch or duration) as integer microseconds."""
+    return round(seconds * US)
+
+
+class ApprovalState(enum.StrEnum):
+    """What `consume` says about one action."""
+
+    GRANTED = "granted"
+    REQUIRED = "required"
+    DENIED = "denied"
+
+
+class ApprovalStatus(enum.StrEnum):
+    """The state of a stored approval record."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAction:
+    """What the approval condition knows about one request that needs approval."""
+
+    approval_id: str
+    principal: str
+    method: str
+    host: str
+    path: str
+    query: str
+    body_digest: str | None
+    rule_id: str
+    #: The rule's approver patterns, as written (shown to humans; the live policy decides).
+    approvers: tuple[str, ...]
+    #: How long a pending record waits, and how long an approval or rejection holds.
+    ttl_s: float
+
+    def __post_init__(self) -> None:
+        if not (self.ttl_s > 0 and math.isfinite(self.ttl_s)):
+            raise ValueError(f"approval ttl must be a positive number of seconds, got {self.ttl_s}")
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    """A stored approval: the action, its status and who decided it when."""
+
+    approval_id: str
+    principal: str
+    method: str
+    host: str
+    path: str
+    query: str
+    body_digest: str | None
+    rule_id: str
+    approvers: tuple[str, ...]
+    ttl_us: int
+    created_us: int
+    status: ApprovalStatus
+    #: When the record stops counting (pending: created + ttl; decided: decided + ttl).
+    expires_us: int
+    decided_by: str | None = None
+    decided_us: int | None = None
+
+    @classmethod
+    def pending(cls, action: PendingAction, now_us: int) -> ApprovalRecord:
+        ttl = to_us(action.ttl_s)
+        return cls(
+            action.approval_id,
+            action.principal,
+            action.method,
+            action.host,
+            action.path,
+            action.query,
+            action.body_digest,
+            action.rule_id,
+            action.approvers,
+            ttl,
+            now_us,
+            ApprovalStatus.PENDING,
+            now_us + ttl,
+        )
+
+
+class DecideOutcome(enum.StrEnum):
+    DONE = "done"
+    #: No live record with that id (never created, expired, or already consumed).
+    NOT_FOUND = "not_found"
+    #: The record was already approved or rejected.
+    NOT_PENDING = "not_pending"
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """The result of `approve` / `reject`: the record as it is after the attempt."""
+
+    outcome: DecideOutcome
+    record: ApprovalRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class RateResult:
+    allowed: bool
+    #: Seconds until a hit would be allowed; 0.0 when allowed.
+    retry_after_s: float = 0.0
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds for the `retry-after` header, rounded up, at least 1 when denied."""
+        return 0 if self.allowed else max(1, math.ceil(self.retry_after_s))
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    pattern: str
+    reason: str
+    by: str
+    created_us: int
+    expires_us: int
+
+
+class Store(Protocol):
+    """Approvals, rate counters and revocations; every method raises `StoreUnavailable`."""
+
+    #: False for a store private to one process (refused with `--workers N>1`).
+    shared: bool
+
+    async def ping(self) -> None:
+        """Return when the store answers; `StoreUnavailable` otherwise (readiness)."""
+
+    async def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+
+    # approvals (SPEC §6.1)
+    async def consume(self, action: PendingAction) -> ApprovalState:
+        """Use a granted approval once, or report (and create) the pending/denied state."""
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        """The live record with that id, if any."""
+
+    async def list_approvals(self, limit: int = 1000) -> list[ApprovalRecord]:
+        """Live records (pending, approved and unused, rejected), oldest first."""
+
+    async def approve(self, approval_id: str, approver: str) -> Decided:
+        """Approve a live pending record for one use within its ttl."""
+
+    async def reject(self, approval_id: str, approver: str) -> Decided:
+        """Reject a live pending record: retries get DENIED for its ttl."""
+
+    # rate limits (SPEC §6 rate_limit)
+    async def hit(self, key: str, limit: int, period_s: float) -> RateResult:
+        """Count one request against `key`: at most `limit` allowed per sliding `period_s`."""
+
+    # revocations (SPEC §4.2)
+    async def revoke(self, pattern: str, ttl_s: float, reason: str, by: str) -> Revocation:
+        """Revoke every identity matching `pattern` for `ttl_s`; ValueError on a bad pattern."""
+
+    async def unrevoke(self, pattern: str) -> bool:
+        """Lift a revocation; False when there was none for exactly that pattern."""
+
+    async def list_revocations(self) -> list[Revocation]:
+        """Revocations in force, by pattern."""
+
+    async def revoked(self, spiffe_id: SpiffeId) -> Revocation | None:
+        """The revocation in force for `spiffe_id`, if any (the hot-path check)."""

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps demo test test-unit test-e2e lint format protos clean
+.PHONY: help install system-deps bench demo test test-unit test-e2e lint format protos clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install the package with test and dev tools
 
 # Programs the tests run for real: Redis (shared store), docker-compose (compose file
-# validation, no engine needed), kubectl (kustomize rendering). Installed from Debian when
+# validation, no engine needed), h2load (benchmark smoke test); kubectl (kustomize
+# rendering) comes with the machine image. Installed from Debian when
 # missing and we are root; otherwise the missing ones are named.
-SYSTEM_TOOLS := redis-server:redis-server docker-compose:docker-compose
+SYSTEM_TOOLS := redis-server:redis-server docker-compose:docker-compose h2load:nghttp2-client
 system-deps: ## install the system programs the tests use (Debian packages; needs root)
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
@@ -48,8 +49,8 @@ test-e2e: $(STAMP) ## end-to-end tests through real Envoy only
 	$(PY) -m pytest tests/e2e
 
 lint: $(STAMP) ## ruff format check, ruff lint, mypy --strict
-	$(VENV)/bin/ruff format --check authz_server tests
-	$(VENV)/bin/ruff check authz_server tests
+	$(VENV)/bin/ruff format --check authz_server tests bench
+	$(VENV)/bin/ruff check authz_server tests bench
 	$(VENV)/bin/mypy
 
 format: $(STAMP) ## apply ruff formatting
@@ -58,6 +59,11 @@ format: $(STAMP) ## apply ruff formatting
 
 protos: $(STAMP) ## compile protos/*.proto with grpcio-tools (the admin API)
 	$(PY) -m grpc_tools.protoc -Iauthz_server/admin=protos --python_out=. --pyi_out=. protos/authz_admin.proto
+
+BENCH_ARGS ?=
+bench: $(STAMP) ## authz-server vs do-nothing server and Envoy RBAC; 10/1k/10k rules; memory (~5 min)
+	@command -v h2load >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client; }
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean: ## remove the venv, caches and demo state
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache build *.egg-info

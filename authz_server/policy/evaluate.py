@@ -1,9 +1,31 @@
-"""Rule evaluation (SPEC §5.4): deny before allow, then the default; order-independent.
+"""Rule evaluation (SPEC §5.4): deny before allow, conditions, dry run; order-independent.
 
 Candidates come from the compiled route index, so the work here is proportional to the
 rules that match the request's host, method and path, never to the size of the policy.
-When several rules of the same effect match, the one with the smallest id is reported,
-so neither rule order nor file order can change a decision.
+Then, per candidate: principals, `mcp_tools`, and the stateless `when` conditions
+(deny rules first; allow rules are not even evaluated once an enforced deny applies).
+Stateful conditions (a store: rate limits, approvals) run last, in rule-id order, only
+for allow rules whose stateless conditions hold, and stop at the first rule that grants,
+so no state is touched for a request that is refused anyway.
+
+1. An enforced deny rule whose `when` holds → deny `denied_by_rule`; one whose `when`
+   cannot be judged (body unavailable, evaluation error) → deny with that reason.
+2. An allow rule whose `when` holds → allow `allowed_by_rule`.
+3. Allow rules that matched but whose conditions failed → deny with the most specific
+   reason (`conditions.base.precedence`).
+4. Otherwise the default.
+
+Whenever several rules qualify, the most specific reason and then the smallest rule id
+is reported, so neither rule order nor file order can change a decision.
+
+Dry run never loosens what enforced rules say. A dry-run deny rule is recorded (the
+would-be decision, flagged `dry_run`) only when the enforced outcome is an allow; it
+never turns a deny into an allow. A dry-run allow rule puts its *conditions* in dry
+run: its route and principals still grant, and a failing condition is recorded as the
+would-be deny (with its reason and the rule) while the request is enforced as allowed.
+That is how a new restriction on an existing grant is rolled out; a brand-new grant
+should not be introduced in dry run, because it grants. `defaults.mode: dry_run` makes
+every rule without its own `mode` a dry-run rule, and the default deny recorded only.
 """
 
 from __future__ import annotations
@@ -13,7 +35,18 @@ from dataclasses import dataclass, field
 
 from authz_server.decision import Reason
 from authz_server.identity.spiffe_id import SpiffeId
-from authz_server.policy.model import Effect, Mode, Policy, Rule, RouteMatch
+from authz_server.policy.conditions.base import (
+    HOLDS,
+    ConditionResult,
+    Outcome,
+    RequestContext,
+    precedence,
+)
+from authz_server.policy.conditions.base import step as condition_step
+from authz_server.policy.conditions.mcp import McpMatch
+from authz_server.policy.model import Effect, Mode, Policy, Rule
+
+__all__ = ["Trace", "Verdict", "evaluate_rules", "principal_captures"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,16 +58,37 @@ class Verdict:
     rule: Rule | None
     #: True when this outcome is decided by something in dry-run mode.
     dry_run: bool = False
+    #: Why a condition did not hold (for explain and logs; never a request secret).
+    detail: str = ""
 
 
 @dataclass(slots=True)
 class Trace:
-    """An explain trace: the rules considered and what each did."""
+    """An explain trace: the rules considered and what each of their conditions said."""
 
     steps: list[dict[str, object]] = field(default_factory=list)
 
-    def add(self, rule: Rule, outcome: str, **details: object) -> None:
-        self.steps.append({"rule": rule.id, "effect": rule.effect.value, "outcome": outcome, **details})
+    def add(self, rule: Rule, outcome: str, **details: object) -> dict[str, object]:
+        entry: dict[str, object] = {
+            "rule": rule.id,
+            "effect": rule.effect.value,
+            "outcome": outcome,
+            **details,
+        }
+        self.steps.append(entry)
+        return entry
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """A rule whose route, principals and `mcp_tools` matched, with its captures."""
+
+    rule: Rule
+    params: Mapping[str, str]
+    dry_run: bool
+    mcp: ConditionResult = HOLDS
+    result: ConditionResult = HOLDS
+    step: dict[str, object] | None = None
 
 
 def principal_captures(
@@ -61,51 +115,151 @@ def principal_captures(
     return None
 
 
-def _mode(rule: Rule, policy: Policy) -> Mode:
-    return rule.mode or policy.default_mode
-
-
-def evaluate_rules(
-    policy: Policy,
-    method: str,
-    host: str,
-    path: str,
-    spiffe_id: SpiffeId | None,
-    trace: Trace | None = None,
+async def evaluate_rules(
+    policy: Policy, ctx: RequestContext, trace: Trace | None = None
 ) -> Verdict:
-    """Apply SPEC §5.4 steps 2, 3 and 5 to one canonical request."""
-    candidates: list[RouteMatch] = policy.index.candidates(method, host, path)
-    denies: list[Rule] = []
-    allows: list[Rule] = []
-    for match in candidates:
+    """Apply SPEC §5.4 steps 2 to 5 to one request whose identity is settled."""
+    denies: list[_Candidate] = []
+    allows: list[_Candidate] = []
+    for match in policy.index.candidates(ctx.method, ctx.host, ctx.path):
         rule = match.rule
-        if principal_captures(rule, spiffe_id, match.params) is None:
+        params = principal_captures(rule, ctx.spiffe_id, match.params)
+        if params is None:
             if trace is not None:
                 trace.add(rule, "principal_mismatch")
             continue
+        candidate = _Candidate(rule, params, (rule.mode or policy.default_mode) is Mode.DRY_RUN)
+        if rule.mcp_tools is not None and not _mcp(candidate, ctx, trace):
+            continue
         if trace is not None:
-            trace.add(rule, "matched", params=dict(match.params))
-        (denies if rule.effect is Effect.DENY else allows).append(rule)
+            mode = "dry_run" if candidate.dry_run else "enforce"
+            candidate.step = trace.add(rule, "matched", mode=mode, params=dict(params))
+        (denies if rule.effect is Effect.DENY else allows).append(candidate)
 
-    enforced_denies = [r for r in denies if _mode(r, policy) is Mode.ENFORCE]
-    if enforced_denies:
-        return Verdict(False, Reason.DENIED_BY_RULE, min(enforced_denies, key=_rule_id))
-    allow = min(allows, key=_rule_id) if allows else None
-    if denies:
-        # Only dry-run deny rules matched: record the would-be deny, enforce what the
-        # enforced rules say. A dry-run rule must never turn a deny into an allow.
-        if allow is not None:
-            return Verdict(False, Reason.DENIED_BY_RULE, min(denies, key=_rule_id), dry_run=True)
-        default = _default(policy)
-        if default.allowed or default.dry_run:
-            return Verdict(False, Reason.DENIED_BY_RULE, min(denies, key=_rule_id), dry_run=True)
-        return default
-    if allow is not None:
-        return Verdict(True, Reason.ALLOWED_BY_RULE, allow)
-    return _default(policy)
+    for candidate in sorted(denies, key=_rule_id):
+        _judge(candidate, ctx)
+        if candidate.result.holds and candidate.rule.when.stateful:
+            await _stateful(candidate, ctx)
+    enforced_deny = _deny_verdict([c for c in denies if not c.dry_run])
+    if enforced_deny is not None:
+        for candidate in allows:
+            _skipped(candidate, "an enforced deny rule applies")
+        return enforced_deny
+    dry_deny = _deny_verdict([c for c in denies if c.dry_run])
+
+    verdict = await _allow_verdict(policy, allows, ctx)
+    if dry_deny is not None and (verdict.allowed or verdict.dry_run):
+        # The enforced outcome is an allow: record what the dry-run deny rule would do.
+        return Verdict(False, dry_deny.reason, dry_deny.rule, True, dry_deny.detail)
+    return verdict
 
 
-def _default(policy: Policy) -> Verdict:
+def _mcp(candidate: _Candidate, ctx: RequestContext, trace: Trace | None) -> bool:
+    """Whether the rule stays a candidate after `mcp_tools`; records what could not be read."""
+    rule = candidate.rule
+    assert rule.mcp_tools is not None
+    match, detail = rule.mcp_tools.match(ctx)
+    deny = rule.effect is Effect.DENY
+    if match is McpMatch.NO_MATCH or (match is McpMatch.AMBIGUOUS and not deny):
+        if trace is not None:
+            trace.add(rule, "mcp_tool_mismatch", detail=detail)
+        return False
+    if match is McpMatch.UNREADABLE:
+        # An allow rule cannot grant on a body it cannot read; a deny rule cannot be
+        # dodged by one (fail closed either way).
+        candidate.mcp = ConditionResult.unknown(Reason.BODY_UNAVAILABLE, detail)
+    return True
+
+
+def _judge(candidate: _Candidate, ctx: RequestContext) -> None:
+    """Evaluate the candidate's stateless conditions into `candidate.result`."""
+    steps: list[dict[str, object]] | None = None
+    if candidate.step is not None:
+        steps = []
+        candidate.step["conditions"] = steps
+        if not candidate.mcp.holds:
+            steps.append(condition_step("mcp_tools", candidate.mcp))
+    result = candidate.rule.when.check(ctx, candidate.params, steps)
+    # An unreadable MCP body counts like a condition that cannot be judged, unless a
+    # condition definitely fails (then a deny rule does not apply anyway).
+    mcp = candidate.mcp
+    if not mcp.holds and (
+        result.holds
+        or (
+            result.outcome is Outcome.UNKNOWN and precedence(mcp.reason) > precedence(result.reason)
+        )
+    ):
+        result = mcp
+    candidate.result = result
+    _record(candidate)
+
+
+async def _stateful(candidate: _Candidate, ctx: RequestContext) -> None:
+    steps: list[dict[str, object]] | None = None
+    if candidate.step is not None:
+        listed = candidate.step.setdefault("conditions", [])
+        assert isinstance(listed, list)
+        steps = listed
+    candidate.result = await candidate.rule.when.check_stateful(ctx, candidate.params, steps)
+    _record(candidate)
+
+
+def _record(candidate: _Candidate) -> None:
+    if candidate.step is None:
+        return
+    candidate.step["when"] = candidate.result.outcome.value
+    if candidate.result.reason is not None:
+        candidate.step["reason"] = candidate.result.reason.value
+
+
+def _skipped(candidate: _Candidate, why: str) -> None:
+    if candidate.step is not None:
+        candidate.step["when"] = "not_evaluated"
+        candidate.step["detail"] = why
+
+
+def _deny_verdict(denies: list[_Candidate]) -> Verdict | None:
+    """The deny that applies: a holding rule, else the most specific unjudgeable one."""
+    holding = [c for c in denies if c.result.holds]
+    if holding:
+        best = min(holding, key=lambda c: c.rule.id)
+        return Verdict(False, Reason.DENIED_BY_RULE, best.rule)
+    unknown = [c for c in denies if c.result.outcome is Outcome.UNKNOWN]
+    if unknown:
+        best = min(unknown, key=_specific_first)
+        reason = best.result.deny_reason or best.result.reason or Reason.CONDITION_FAILED
+        return Verdict(False, reason, best.rule, detail=best.result.detail)
+    return None
+
+
+async def _allow_verdict(policy: Policy, allows: list[_Candidate], ctx: RequestContext) -> Verdict:
+    for candidate in allows:
+        _judge(candidate, ctx)
+    holding = [c for c in allows if c.result.holds]
+    # A rule without stateful conditions grants outright; otherwise try the stateful
+    # ones in id order and stop at the first that grants (state is touched only then).
+    plain = [c for c in holding if not c.rule.when.stateful]
+    if plain:
+        return Verdict(True, Reason.ALLOWED_BY_RULE, min(plain, key=_rule_id).rule)
+    for candidate in sorted(holding, key=_rule_id):
+        await _stateful(candidate, ctx)
+        if candidate.result.holds:
+            return Verdict(True, Reason.ALLOWED_BY_RULE, candidate.rule)
+    failed = [c for c in allows if not c.result.holds]
+    if failed:
+        best = min(failed, key=_specific_first)
+        reason = best.result.reason or Reason.CONDITION_FAILED
+        # A dry-run allow rule still grants: its failing condition is only recorded.
+        dry_run = any(c.dry_run for c in failed)
+        return Verdict(False, reason, best.rule, dry_run, best.result.detail)
+    return _default(policy, ctx)
+
+
+def _default(policy: Policy, ctx: RequestContext) -> Verdict:
+    if ctx.spiffe_id is None:
+        # Only `unauthenticated: true` rules admit a caller without identity: no default
+        # does, in dry run neither (SPEC §5.4 step 1).
+        return Verdict(False, Reason.NO_IDENTITY, None)
     if policy.default_effect is Effect.ALLOW:
         return Verdict(True, Reason.ALLOWED_BY_DEFAULT, None)
     return Verdict(
@@ -113,5 +267,9 @@ def _default(policy: Policy) -> Verdict:
     )
 
 
-def _rule_id(rule: Rule) -> str:
-    return rule.id
+def _specific_first(candidate: _Candidate) -> tuple[int, str]:
+    return (-precedence(candidate.result.reason), candidate.rule.id)
+
+
+def _rule_id(candidate: _Candidate) -> str:
+    return candidate.rule.id

@@ -7,8 +7,9 @@ Reading files (and ConfigMap volumes) is `files.py`; YAML with line numbers is
 Merge rules: every file carries `version: 1`; `rules` of all files are concatenated
 (ids unique across files); `identity` (required), `admin` and `defaults` may each appear
 in at most one file. Nothing is ever silently ignored: unknown keys, duplicate keys and
-features this version does not implement (`when`, `mcp_tools`, `xfcc`, `jwt_svid`) are
-errors, because a condition that is ignored fails open.
+features this version does not implement (`when.rate_limit`, `when.approval`, `xfcc`,
+`jwt_svid`) are errors, because a condition that is ignored fails open. `when` and
+`mcp_tools` are compiled here, once (`conditions/`): regexes, CEL programs, zones.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from typing import TypeVar
 from authz_server.errors import PolicyError, PolicyIssue, quote
 from authz_server.identity.spiffe_id import SCHEME, spiffe_id_problem
 from authz_server.paths import compile_path_template
+from authz_server.policy.conditions.base import EMPTY_WHEN, When
+from authz_server.policy.conditions.mcp import McpTools, compile_mcp_tools
+from authz_server.policy.conditions.when import compile_when
 from authz_server.policy.files import SourceFile, policy_version, read_sources
 from authz_server.policy.index import CompiledRouteIndex, Route
 from authz_server.policy.model import Effect, IdentityConfig, Mode, Policy, PrincipalMatcher, Rule
@@ -65,9 +69,10 @@ _RULE = frozenset(
         "unauthenticated",
         "effect",
         "mode",
+        "when",
+        "mcp_tools",
     }
 )
-_RULE_LATER = frozenset({"when", "mcp_tools"})
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -308,7 +313,7 @@ def _rule_fields(
     fields: Fields, node: Map, trust_domains: frozenset[str] | None, first_seen: dict[str, str]
 ) -> Route | None:
     before = len(fields.issues)
-    fields.mapping(node, None, _RULE, _RULE_LATER)
+    fields.mapping(node, None, _RULE)
     entries = node.entries
     location = f"{fields.file}:{node.line}"
     rule_id = ""
@@ -359,7 +364,13 @@ def _rule_fields(
         not_principals = _principals(
             fields, entries["not_principals"], "not_principals", trust_domains, may_be_empty=True
         )
-    if len(fields.issues) != before or effect is None:
+    when: When | None = EMPTY_WHEN
+    if "when" in entries:
+        when = compile_when(fields, entries["when"])
+    mcp_tools: McpTools | None = None
+    if "mcp_tools" in entries:
+        mcp_tools = compile_mcp_tools(fields, entries["mcp_tools"], "mcp_tools")
+    if len(fields.issues) != before or effect is None or when is None:
         return None
     rule = Rule(
         id=rule_id,
@@ -373,6 +384,8 @@ def _rule_fields(
         methods=tuple(str(item.value) for item, _ in methods),
         paths=tuple(str(item.value) for item, _ in paths),
         location=location,
+        when=when,
+        mcp_tools=mcp_tools,
     )
     return Route(
         rule,

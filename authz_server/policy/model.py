@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from authz_server.identity.spiffe_id import SpiffeId
+from authz_server.policy.conditions.base import EMPTY_WHEN, When
+from authz_server.policy.conditions.mcp import McpTools
 
 
 class Effect(enum.StrEnum):
@@ -49,6 +51,10 @@ class Rule:
     paths: tuple[str, ...] = ()
     #: "file:line" where the rule starts.
     location: str = ""
+    #: Compiled `when` conditions (SPEC §6); empty means none.
+    when: When = EMPTY_WHEN
+    #: Compiled `mcp_tools` (SPEC §5.2); None means the rule is not about MCP tool calls.
+    mcp_tools: McpTools | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,8 +84,11 @@ class Certs:
         return self.dir / f"{name}.pem", self.dir / f"{name}.key"
 
 
-def mint_certs(out: Path) -> Certs:
-    """Good SVIDs for each caller, plus the bad ones the tests present on purpose."""
+def mint_certs(out: Path, extra: dict[str, str] | None = None) -> Certs:
+    """Good SVIDs for each caller, plus the bad ones the tests present on purpose.
+
+    `extra` adds more good SVIDs of our trust domain, as name → SPIFFE ID.
+    """
     out.mkdir(parents=True, exist_ok=True)
     ours = devcerts.mint_ca("example.org")
     partner = devcerts.mint_ca("partner.org")
@@ -107,6 +110,8 @@ def mint_certs(out: Path) -> Certs:
         "forged": (partner, FRONTEND, none, none),
         "partner": (partner, PARTNER, none, none),
     }
+    for name, spiffe_id in (extra or {}).items():
+        leaves[name] = (ours, spiffe_id, none, none)
     for name, (authority, spiffe_id, extra_uris, dns_names) in leaves.items():
         cert, key = devcerts.mint_svid(
             authority, spiffe_id, extra_uris=extra_uris, dns_names=dns_names
@@ -150,6 +155,27 @@ def without_path_normalisation(config: str) -> str:
         hcm["normalize_path"] = False
         hcm["merge_slashes"] = False
         hcm["path_with_escaped_slashes_action"] = "KEEP_UNCHANGED"
+
+    return _edit(config, change)
+
+
+def with_body_routes(config: str, prefixes: list[str], *, pack_as_bytes: bool = True) -> str:
+    """Send the request body to ext_authz on `prefixes` too, as a deployment with body
+    rules on those paths must (the shipped config sends it on /v1/transfers only).
+
+    `pack_as_bytes: False` makes Envoy send the body as the UTF-8 `body` string instead of
+    `raw_body`: the server must judge both alike.
+    """
+
+    def change(_tls: dict[str, Any], hcm: dict[str, Any]) -> None:
+        routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+        body_routes = [
+            {"name": f"body-{i}", "match": {"prefix": prefix}, "route": {"cluster": "backend"}}
+            for i, prefix in enumerate(prefixes)
+        ]
+        routes[-1:-1] = body_routes  # before the catch-all, which turns buffering off
+        ext_authz = hcm["http_filters"][0]["typed_config"]
+        ext_authz["with_request_body"]["pack_as_bytes"] = pack_as_bytes
 
     return _edit(config, change)
 

@@ -1,7 +1,11 @@
 """The Check phases in order: path, identity, rules, decision (SPEC §2, §4.2, §5.4)."""
 
+# One case per line keeps the parametrized tables readable and diffable.
+# ruff: noqa: E501
+
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +18,8 @@ from authz_server.decision import Reason
 from authz_server.identity.bundles import load_pem_bundles
 from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.load import load_policy_text
-from authz_server.request import RequestView
+from authz_server.request import RequestView, view_from_check_request
+from tests.conftest import make_check_request
 
 POLICY = """\
 version: 1
@@ -58,14 +63,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return {"bundles": bundles, "cert": cert}
 
 
-def _decide(pki: dict[str, object], view: RequestView, *, require: bool = True, default: str = "deny"):  # type: ignore[no-untyped-def]
+def _decide(
+    pki: dict[str, object], view: RequestView, *, require: bool = True, default: str = "deny"
+):  # type: ignore[no-untyped-def]
     policy = load_policy_text(POLICY.format(require=str(require).lower(), default=default))
     snapshot = Snapshot(policy, pki["bundles"])  # type: ignore[arg-type]
-    return Pipeline(clock=FixedClock(NOW)).evaluate(view, snapshot)
+    return asyncio.run(Pipeline(clock=FixedClock(NOW)).evaluate(view, snapshot))
 
 
 def _view(path: str = "/open/x", principal: str = "", certificate: str = "") -> RequestView:
-    return RequestView(method="GET", host="h", path=path, principal=principal, certificate=certificate)
+    return RequestView(
+        method="GET", host="h", path=path, principal=principal, certificate=certificate
+    )
 
 
 def test_verified_caller_allowed(pki: dict[str, object]) -> None:
@@ -88,7 +97,7 @@ def test_verified_caller_allowed(pki: dict[str, object]) -> None:
         pytest.param("spiffe://example.org/compromised/x", "spiffe://example.org/compromised/x", "/open/x", True, Reason.REVOKED, id="revoked"),
         pytest.param("", None, "/open/x", True, Reason.NO_IDENTITY, id="no-identity"),
     ],
-)
+)  # fmt: skip
 def test_identity_failures(
     pki: dict[str, object],
     principal: str,
@@ -121,3 +130,72 @@ def test_anonymous_allowed_by_unauthenticated_rule(pki: dict[str, object]) -> No
     """Only `unauthenticated: true` rules admit an anonymous caller."""
     decision = _decide(pki, _view("/healthz"))
     assert decision.allowed and decision.rule == "health" and decision.principal is None
+
+
+WEEKDAY = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)  # a Thursday, 11:00 in Berlin
+TRANSFER = b'{"amount": 10, "destination": {"country": "DE"}}'
+BODY_POLICY = """\
+version: 1
+identity:
+  trust_domains: [example.org]
+rules:
+  - id: transfers
+    methods: [POST]
+    paths: ["/v1/transfers"]
+    effect: allow
+    when:
+      body: {amount: {lte: 1000}, destination.country: {in: [DE, FR]}}
+      schedule: {timezone: Europe/Berlin, days: [mon, tue, wed, thu, fri], hours: "09:00-17:00"}
+"""
+
+
+def _body_request(field: str, body: bytes, headers: dict[str, str] | None = None) -> RequestView:
+    request = make_check_request(
+        method="POST",
+        path="/v1/transfers",
+        principal=ALICE,
+        headers={"content-type": "application/json", **(headers or {})},
+    )
+    http = request.attributes.request.http
+    if field == "raw_body":
+        http.raw_body = body
+    else:
+        http.body = body.decode("utf-8")
+    return view_from_check_request(request)
+
+
+@pytest.mark.parametrize("field", ["raw_body", "body"])
+@pytest.mark.parametrize(
+    ("body", "headers", "at", "reason"),
+    [
+        pytest.param(TRANSFER, {}, WEEKDAY, Reason.ALLOWED_BY_RULE, id="allowed"),
+        pytest.param(TRANSFER.replace(b"DE", b"US"), {}, WEEKDAY, Reason.CONDITION_FAILED,
+                     id="wrong-country"),
+        pytest.param(TRANSFER, {"x-envoy-auth-partial-body": "true"}, WEEKDAY,
+                     Reason.BODY_UNAVAILABLE, id="partial"),
+        pytest.param(TRANSFER.replace(b"{", b'{"amount": 99999, ', 1), {}, WEEKDAY,
+                     Reason.BODY_UNAVAILABLE, id="duplicate-key"),
+        pytest.param(TRANSFER, {"content-type": "text/plain"}, WEEKDAY, Reason.BODY_UNAVAILABLE,
+                     id="not-json-type"),
+        pytest.param(TRANSFER, {}, datetime(2026, 11, 29, 20, 0, tzinfo=UTC),
+                     Reason.OUTSIDE_SCHEDULE, id="sunday-evening"),
+    ],
+)  # fmt: skip
+def test_body_conditions_from_either_check_request_field(
+    field: str, body: bytes, headers: dict[str, str], at: datetime, reason: Reason
+) -> None:
+    """Envoy's `raw_body` (pack_as_bytes) and `body` (UTF-8 string) are judged alike."""
+    snapshot = Snapshot(load_policy_text(BODY_POLICY), load_pem_bundles({}))
+    view = _body_request(field, body, headers)
+    decision = asyncio.run(Pipeline(clock=FixedClock(at)).evaluate(view, snapshot))
+    assert decision.reason is reason
+    assert decision.rule == "transfers"
+
+
+def test_the_pipeline_clock_is_the_schedule_clock() -> None:
+    """Conditions see the pipeline's clock (SPEC §6: server clock; `check --at` sets it)."""
+    snapshot = Snapshot(load_policy_text(BODY_POLICY), load_pem_bundles({}))
+    view = _body_request("raw_body", b'{"amount": 1, "destination": {"country": "FR"}}')
+    thursday = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)  # 10:30 in Berlin
+    decision = asyncio.run(Pipeline(clock=FixedClock(thursday)).evaluate(view, snapshot))
+    assert decision.allowed

@@ -148,8 +148,8 @@ def test_shared_capture_name_in_paths_and_principals_is_allowed() -> None:
 
 RULE = HEADER + "rules:\n  - id: r\n    effect: allow\n"  # lines 5-6; more from line 7
 KNOWN_RULE_KEYS = (
-    "description, effect, hosts, id, methods, mode, not_principals, paths, principals, "
-    "unauthenticated"
+    "description, effect, hosts, id, mcp_tools, methods, mode, not_principals, paths, "
+    "principals, unauthenticated, when"
 )
 
 
@@ -296,12 +296,13 @@ KNOWN_RULE_KEYS = (
             id="unauthenticated-string"),
         pytest.param(RULE + "    description: 5\n", [
             (7, "r", "description", "expected a string, got int '5'")], id="description-int"),
-        pytest.param(RULE + "    when: {schedule: {days: [mon]}}\n", [
-            (7, "r", "when", "'when' is not supported by this version (ignoring it would loosen "
-             "the policy)")], id="when"),
-        pytest.param(RULE + "    mcp_tools: [search]\n", [
-            (7, "r", "mcp_tools", "'mcp_tools' is not supported by this version (ignoring it "
-             "would loosen the policy)")], id="mcp-tools"),
+        pytest.param(RULE + "    when: {rate_limit: {requests: 1, per: 1m}}\n", [
+            (7, "r", "when.rate_limit", "'rate_limit' is not supported by this version "
+             "(ignoring it would loosen the policy)")], id="when-rate-limit"),
+        pytest.param(RULE + "    when:\n      approval: {approvers: ['spiffe://example.org/h']}"
+                     "\n", [
+            (8, "r", "when.approval", "'approval' is not supported by this version "
+             "(ignoring it would loosen the policy)")], id="when-approval"),
         pytest.param(HEADER + "x: &a [1]\ny: *a\n", [
             (5, None, None, "YAML syntax error: aliases (*name) are not allowed in policy "
              "files")], id="alias"),
@@ -381,3 +382,52 @@ def test_arbitrary_text_never_raises_anything_but_policy_error(text: str) -> Non
         load_policy_text(text)
     except PolicyError as e:
         assert e.issues
+
+
+WHEN_RULE = RULE + "    when:\n"  # conditions from line 8
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(RULE + "    when: {}\n", [
+            (7, "r", "when", "must not be empty (omit 'when' for no conditions)")],
+            id="when-empty"),
+        pytest.param(RULE + "    when: [schedule]\n", [
+            (7, "r", "when", "expected a mapping, got a list")], id="when-list"),
+        pytest.param(WHEN_RULE + "      time: {}\n", [
+            (8, "r", "when.time", "unknown key 'time' (expected one of: body, expr, headers, "
+             "query, schedule)")], id="when-unknown-key"),
+        pytest.param(RULE + "    mcp_tools: search\n", [
+            (7, "r", "mcp_tools", "expected a list, got str 'search'")], id="mcp-tools-not-list"),
+        pytest.param(WHEN_RULE + "      schedule: {timezone: Nowhere/City}\n"
+                     "      expr: 'request.method =='\n", [
+            (8, "r", "when.schedule.timezone", "unknown time zone 'Nowhere/City' (expected an IANA "
+             "name, e.g. Europe/Berlin)"),
+            (9, "r", "when.expr", "CEL compile error: <input>:1:18: Syntax error: mismatched input "
+             "'<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, "
+             "NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER} | request.method == | "
+             ".................^")], id="every-condition-error"),
+    ],
+)  # fmt: skip
+def test_when_rejections(
+    text: str, expected: list[tuple[int | None, str | None, str | None, str]]
+) -> None:
+    """`when` and `mcp_tools` problems are located issues like any other field."""
+    assert _issues(text) == expected
+
+
+def test_when_compiles_into_the_rule() -> None:
+    """Every `when` kind and `mcp_tools` compile once, at load, into the rule."""
+    text = WHEN_RULE + (
+        "      schedule: {timezone: Europe/Berlin, days: [mon], hours: '09:00-17:00'}\n"
+        "      headers: {x-task: {present: true}}\n"
+        "      query: {dry: {equals: 'true'}}\n"
+        "      body: {amount: {lte: 1000}}\n"
+        "      expr: 'request.body.currency == \"EUR\"'\n"
+        "    mcp_tools: [transfer_funds]\n"
+    )
+    rule = load_policy_text(text).rules[0]
+    assert [c.kind for c in rule.when.stateless] == ["schedule", "headers", "query", "body", "expr"]
+    assert rule.when.needs_body
+    assert rule.mcp_tools is not None and rule.mcp_tools.texts == ("transfer_funds",)

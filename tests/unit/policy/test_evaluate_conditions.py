@@ -1,0 +1,431 @@
+"""Conditions in evaluation (SPEC §5.4): reason precedence, deny rules, stateful order, dry run."""
+
+# One case per line keeps the parametrized tables readable and diffable.
+# ruff: noqa: E501
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from authz_server.decision import Reason
+from authz_server.identity.spiffe_id import parse_spiffe_id
+from authz_server.policy.conditions.base import (
+    HOLDS,
+    ConditionResult,
+    RequestContext,
+    When,
+    precedence,
+)
+from authz_server.policy.evaluate import Trace, Verdict, evaluate_rules
+from authz_server.policy.index import CompiledRouteIndex
+from authz_server.policy.load import load_policy_text
+from authz_server.policy.model import Effect, IdentityConfig, Policy, Rule
+
+HEADER = "version: 1\nidentity:\n  trust_domains: [example.org]\n"
+AGENT = "spiffe://example.org/agents/acme/bot"
+THURSDAY = datetime.fromisoformat("2026-11-26T10:00:00+01:00")
+SATURDAY = datetime.fromisoformat("2026-11-28T10:00:00+01:00")
+JSON = {"content-type": "application/json"}
+
+
+def _verdict(
+    policy: Policy,
+    *,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
+    now: datetime = THURSDAY,
+    principal: str | None = AGENT,
+    path: str = "/v1/transfers",
+    trace: Trace | None = None,
+) -> Verdict:
+    ctx = RequestContext(
+        "POST",
+        "h",
+        path,
+        headers={**JSON, **(headers or {})},
+        body=body,
+        spiffe_id=parse_spiffe_id(principal) if principal else None,
+        now=now,
+    )
+    return asyncio.run(evaluate_rules(policy, ctx, trace))
+
+
+def _summary(verdict: Verdict) -> tuple[bool, str, str | None, bool]:
+    return (
+        verdict.allowed,
+        verdict.reason.value,
+        verdict.rule.id if verdict.rule else None,
+        verdict.dry_run,
+    )
+
+
+FAILING_RULES = {
+    "a-body": "    when: {body: {amount: {lte: 10}}}\n",
+    "b-header": "    when: {headers: {x-task: {present: true}}}\n",
+    "c-schedule": "    when: {schedule: {timezone: UTC, days: [sat]}}\n",
+    "d-expr-error": '    when: {expr: \'request.headers["x-none"] == "1"\'}\n',
+}
+
+
+def _policy(names: tuple[str, ...]) -> Policy:
+    rules = "".join(
+        f"  - id: {name}\n    paths: ['/v1/transfers']\n    effect: allow\n{FAILING_RULES[name]}"
+        for name in names
+    )
+    return load_policy_text(HEADER + "rules:\n" + rules)
+
+
+@pytest.mark.parametrize(
+    ("names", "reason", "rule"),
+    [
+        pytest.param(("a-body", "b-header", "c-schedule", "d-expr-error"), "outside_schedule", "c-schedule", id="all"),
+        pytest.param(("a-body", "b-header", "d-expr-error"), "condition_failed", "b-header", id="no-schedule"),
+        pytest.param(("a-body", "d-expr-error"), "condition_failed", "d-expr-error", id="error-beats-body"),
+        pytest.param(("a-body",), "body_unavailable", "a-body", id="body-only"),
+        pytest.param(("c-schedule", "a-body"), "outside_schedule", "c-schedule", id="schedule-beats-body"),
+    ],
+)  # fmt: skip
+def test_reason_precedence(names: tuple[str, ...], reason: str, rule: str) -> None:
+    """Allow rules that all fail a condition deny with the most specific reason (SPEC §5.4.4)."""
+    verdict = _verdict(_policy(names))  # no body, no x-task header, on a Thursday
+    assert _summary(verdict) == (False, reason, rule, False)
+
+
+def test_reason_order_is_the_spec_order() -> None:
+    """approval_required > rate_limited > outside_schedule > condition_failed > body_unavailable."""
+    order = [
+        Reason.APPROVAL_REQUIRED,
+        Reason.RATE_LIMITED,
+        Reason.OUTSIDE_SCHEDULE,
+        Reason.CONDITION_FAILED,
+        Reason.BODY_UNAVAILABLE,
+    ]
+    assert sorted(order, key=precedence, reverse=True) == order
+    assert precedence(Reason.APPROVAL_DENIED) > precedence(Reason.APPROVAL_REQUIRED)
+
+
+def test_one_rule_reports_its_most_specific_failure() -> None:
+    """Within one rule, an unavailable body does not hide a failing expression."""
+    text = HEADER + (
+        "rules:\n  - id: r\n    paths: ['/v1/transfers']\n    effect: allow\n"
+        "    when:\n      body: {a: {equals: 1}}\n      expr: 'request.method == \"GET\"'\n"
+    )
+    verdict = _verdict(load_policy_text(text))
+    assert (verdict.reason, verdict.detail) == (Reason.CONDITION_FAILED, "expression is false")
+
+
+DENY_POLICY = (
+    HEADER
+    + """\
+rules:
+  - id: transfers
+    paths: ['/v1/transfers']
+    effect: allow
+  - id: big-transfers
+    paths: ['/v1/transfers']
+    effect: deny
+    when:
+      body: {amount: {gt: 10000}}
+  - id: weekend-freeze
+    paths: ['/v1/transfers']
+    effect: deny
+    when:
+      schedule: {timezone: Europe/Berlin, days: [sat, sun]}
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "now", "expected"),
+    [
+        pytest.param(b'{"amount": 5}', THURSDAY, (True, "allowed_by_rule", "transfers", False), id="deny-when-fails"),
+        pytest.param(b'{"amount": 50000}', THURSDAY, (False, "denied_by_rule", "big-transfers", False), id="deny-when-holds"),
+        pytest.param(b'{"amount": 5}', SATURDAY, (False, "denied_by_rule", "weekend-freeze", False), id="schedule-deny"),
+        pytest.param(b'{"amount": "50000"}', THURSDAY, (False, "condition_failed", "big-transfers", False), id="deny-on-unjudgeable-bound"),
+        pytest.param(None, THURSDAY, (False, "body_unavailable", "big-transfers", False), id="deny-on-unavailable-body"),
+        pytest.param(b'{"amount": 5, "amount": 50000}', THURSDAY, (False, "body_unavailable", "big-transfers", False), id="deny-on-duplicate-keys"),
+        pytest.param(None, SATURDAY, (False, "denied_by_rule", "weekend-freeze", False), id="holding-deny-beats-unknown"),
+    ],
+)  # fmt: skip
+def test_deny_rules(
+    body: bytes | None, now: datetime, expected: tuple[bool, str, str | None, bool]
+) -> None:
+    """A deny rule applies when its `when` holds or cannot be judged, never when it fails."""
+    assert _summary(_verdict(load_policy_text(DENY_POLICY), body=body, now=now)) == expected
+
+
+@dataclass
+class FakeStateful:
+    """A stateful condition that records each call and answers a fixed result."""
+
+    result: ConditionResult
+    calls: list[str] = field(default_factory=list)
+    kind: str = "fake_state"
+    rank: int = 100
+
+    async def evaluate(self, ctx: RequestContext, params: Mapping[str, str]) -> ConditionResult:
+        self.calls.append(ctx.path)
+        return self.result
+
+
+def _rule(rule_id: str, effect: Effect = Effect.ALLOW, when: When | None = None) -> Rule:
+    return Rule(
+        id=rule_id, effect=effect, principals=None, paths=("/v1/transfers",), when=when or When()
+    )
+
+
+def _built(*rules: Rule) -> Policy:
+    identity = IdentityConfig(frozenset({"example.org"}))
+    return Policy(identity, rules, CompiledRouteIndex.from_rules(rules))
+
+
+HEADER_COND = (
+    load_policy_text(
+        HEADER
+        + "rules:\n  - id: x\n    effect: allow\n    when: {headers: {x-task: {present: true}}}\n"
+    )
+    .rules[0]
+    .when.stateless
+)
+
+
+def test_stateful_runs_last_and_only_for_the_deciding_rule() -> None:
+    """A rule's stateful conditions run only after its stateless ones hold, in id order,
+    and not at all when a plain rule grants or an enforced deny applies."""
+    approve = FakeStateful(ConditionResult.fails(Reason.APPROVAL_REQUIRED, "pending"))
+    limit = FakeStateful(ConditionResult.fails(Reason.RATE_LIMITED, "over"))
+    blocked = FakeStateful(ConditionResult.fails(Reason.RATE_LIMITED, "never reached"))
+    rules = (
+        _rule("a-approval", when=When(stateful=(approve,))),
+        _rule("b-limit", when=When(stateful=(limit,))),
+        _rule("c-header-then-limit", when=When(HEADER_COND, (blocked,))),
+    )
+    verdict = _verdict(_built(*rules))
+    assert _summary(verdict) == (False, "approval_required", "a-approval", False)
+    assert (approve.calls, limit.calls, blocked.calls) == (["/v1/transfers"], ["/v1/transfers"], [])
+
+    granted = FakeStateful(ConditionResult.fails(Reason.RATE_LIMITED, "unused"))
+    verdict = _verdict(_built(_rule("a", when=When(stateful=(granted,))), _rule("z-plain")))
+    assert _summary(verdict) == (True, "allowed_by_rule", "z-plain", False)
+    assert granted.calls == []
+
+    verdict = _verdict(_built(_rule("a", when=When(stateful=(granted,))), _rule("d", Effect.DENY)))
+    assert _summary(verdict) == (False, "denied_by_rule", "d", False)
+    assert granted.calls == []
+
+
+def test_stateful_stops_at_the_first_rule_that_grants() -> None:
+    """Once one rule's stateful conditions hold, later rules' state is not touched."""
+    first = FakeStateful(ConditionResult.fails(Reason.RATE_LIMITED, "over"))
+    ok = FakeStateful(HOLDS)
+    later = FakeStateful(ConditionResult.fails(Reason.RATE_LIMITED, "x"))
+    rules = (
+        _rule("a", when=When(stateful=(first,))),
+        _rule("b", when=When(stateful=(ok,))),
+        _rule("c", when=When(stateful=(later,))),
+    )
+    verdict = _verdict(_built(*rules))
+    assert _summary(verdict) == (True, "allowed_by_rule", "b", False)
+    assert (len(first.calls), len(ok.calls), len(later.calls)) == (1, 1, 0)
+
+
+def test_a_stateful_condition_that_raises_denies() -> None:
+    """A stateful condition that raises is an internal_error deny, not a crash."""
+
+    class Broken(FakeStateful):
+        async def evaluate(self, ctx: RequestContext, params: Mapping[str, str]) -> ConditionResult:
+            raise ConnectionError("store down")
+
+    broken = Broken(ConditionResult.fails(Reason.RATE_LIMITED, ""))
+    verdict = _verdict(_built(_rule("a", when=When(stateful=(broken,)))))
+    assert _summary(verdict) == (False, "internal_error", "a", False)
+
+
+DRY = (
+    HEADER
+    + """\
+rules:
+  - id: transfers
+    paths: ['/v1/transfers']
+    effect: allow
+    mode: {mode}
+    when: {{body: {{amount: {{lte: 1000}}}}}}
+  - id: open
+    paths: ['/v1/open']
+    effect: allow
+  - id: audit-big
+    paths: ['/v1/transfers', '/v1/open']
+    effect: deny
+    mode: dry_run
+    when: {{body: {{amount: {{gt: 500}}}}}}
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("mode", "path", "amount", "expected"),
+    [
+        pytest.param("enforce", "/v1/transfers", 100, (True, "allowed_by_rule", "transfers", False), id="enforced-holds"),
+        pytest.param("enforce", "/v1/transfers", 5000, (False, "condition_failed", "transfers", False), id="enforced-fails"),
+        pytest.param("dry_run", "/v1/transfers", 5000, (False, "denied_by_rule", "audit-big", True), id="dry-allow-fails-dry-deny-recorded"),
+        pytest.param("dry_run", "/v1/transfers", 100, (True, "allowed_by_rule", "transfers", False), id="dry-allow-holds"),
+        pytest.param("enforce", "/v1/open", 700, (False, "denied_by_rule", "audit-big", True), id="dry-deny-over-allow"),
+        pytest.param("enforce", "/v1/open", 100, (True, "allowed_by_rule", "open", False), id="dry-deny-when-fails"),
+        pytest.param("enforce", "/v1/transfers", 700, (False, "denied_by_rule", "audit-big", True), id="dry-deny-over-conditional-allow"),
+    ],
+)  # fmt: skip
+def test_dry_run_with_conditions(
+    mode: str, path: str, amount: int, expected: tuple[bool, str, str | None, bool]
+) -> None:
+    """Dry-run conditions are recorded as the would-be decision, enforced as allow."""
+    policy = load_policy_text(DRY.format(mode=mode))
+    body = json.dumps({"amount": amount}).encode()
+    assert _summary(_verdict(policy, body=body, path=path)) == expected
+
+
+def test_dry_run_allow_failure_alone_is_recorded_and_enforced_as_allow() -> None:
+    """A dry-run allow rule whose condition fails grants, recording the would-be deny."""
+    text = HEADER + (
+        "rules:\n  - id: transfers\n    paths: ['/v1/transfers']\n    effect: allow\n"
+        "    mode: dry_run\n    when: {headers: {x-task: {present: true}}}\n"
+    )
+    verdict = _verdict(load_policy_text(text))
+    assert _summary(verdict) == (False, "condition_failed", "transfers", True)
+
+
+def test_dry_run_deny_never_lets_an_enforced_condition_failure_through() -> None:
+    """Enforced allow rule fails its condition: the deny stands, the dry-run deny changes nothing."""
+    policy = load_policy_text(DRY.format(mode="enforce"))
+    verdict = _verdict(policy, body=b'{"amount": 5000}')
+    assert _summary(verdict) == (False, "condition_failed", "transfers", False)
+
+
+def test_defaults_dry_run_puts_every_rule_in_dry_run() -> None:
+    """`defaults.mode: dry_run` records a failing condition and enforces allow."""
+    text = HEADER + (
+        "defaults: {mode: dry_run}\nrules:\n  - id: transfers\n    paths: ['/v1/transfers']\n"
+        "    effect: allow\n    when: {body: {amount: {lte: 1}}}\n"
+    )
+    verdict = _verdict(load_policy_text(text), body=b'{"amount": 5}')
+    assert _summary(verdict) == (False, "condition_failed", "transfers", True)
+
+
+def test_anonymous_caller_is_never_admitted_by_a_default() -> None:
+    """A dry-run deny over `defaults.decision: allow` still leaves an anonymous caller out."""
+    text = HEADER + (
+        "defaults: {decision: allow}\nrules:\n  - id: d\n    paths: ['/v1/transfers']\n"
+        "    effect: deny\n    mode: dry_run\n"
+    )
+    verdict = _verdict(load_policy_text(text), principal=None)
+    assert _summary(verdict) == (False, "no_identity", None, False)
+
+
+def test_trace_shows_each_condition() -> None:
+    """The explain trace lists every condition's outcome, and those not evaluated."""
+    text = HEADER + (
+        "rules:\n  - id: r\n    paths: ['/v1/transfers']\n    effect: allow\n    when:\n"
+        "      schedule: {timezone: UTC}\n      headers: {x-task: {present: true}}\n"
+        "      body: {a: {equals: 1}}\n      expr: 'true'\n"
+    )
+    trace = Trace()
+    _verdict(load_policy_text(text), trace=trace)
+    assert trace.steps == [
+        {
+            "rule": "r",
+            "effect": "allow",
+            "outcome": "matched",
+            "mode": "enforce",
+            "params": {},
+            "conditions": [
+                {"condition": "schedule", "outcome": "holds"},
+                {"condition": "headers", "outcome": "fails", "reason": "condition_failed",
+                 "detail": "header 'x-task' is absent"},
+                {"condition": "body", "outcome": "not_evaluated"},
+                {"condition": "expr", "outcome": "not_evaluated"},
+            ],
+            "when": "fails",
+            "reason": "condition_failed",
+        }
+    ]  # fmt: skip
+
+
+ORDER_RULES = [
+    "  - id: t-allow\n    paths: ['/v1/**']\n    effect: allow\n    when: {headers: {x-task: {present: true}}}\n",
+    "  - id: t-allow-body\n    paths: ['/v1/transfers']\n    effect: allow\n    when: {body: {amount: {lte: 100}}}\n",
+    "  - id: t-window\n    paths: ['/v1/**']\n    effect: allow\n    when: {schedule: {timezone: UTC, days: [sat, sun]}}\n",
+    "  - id: t-deny-big\n    paths: ['/v1/transfers']\n    effect: deny\n    when: {body: {amount: {gt: 1000}}}\n",
+    "  - id: t-deny-expr\n    paths: ['/v1/**']\n    effect: deny\n    when: {expr: 'request.headers[\"x-kill\"] == \"1\"'}\n",
+    "  - id: t-dry-deny\n    paths: ['/v1/**']\n    effect: deny\n    mode: dry_run\n    when: {headers: {x-dry: {present: true}}}\n",
+]
+ORDER_REQUESTS = [
+    ({"x-task": "1", "x-kill": "0"}, b'{"amount": 5}', THURSDAY),
+    ({"x-task": "1", "x-kill": "0"}, b'{"amount": 5000}', THURSDAY),
+    ({"x-kill": "0"}, b'{"amount": 50}', THURSDAY),
+    ({"x-kill": "0"}, None, SATURDAY),
+    ({}, b'{"amount": 500}', THURSDAY),
+    ({"x-kill": "1", "x-task": "1"}, None, THURSDAY),
+    ({"x-dry": "1", "x-task": "1", "x-kill": "0"}, b'{"amount": 1}', THURSDAY),
+    ({"x-kill": "0"}, b'{"amount": 500}', THURSDAY),
+]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_rule_order_never_changes_a_decision_with_conditions(rng: random.Random) -> None:
+    """Shuffling rules with conditions changes no decision, reason or reported rule."""
+    reference = load_policy_text(HEADER + "rules:\n" + "".join(ORDER_RULES))
+    blocks = ORDER_RULES[:]
+    rng.shuffle(blocks)
+    shuffled = load_policy_text(HEADER + "rules:\n" + "".join(blocks))
+    for headers, body, now in ORDER_REQUESTS:
+        a = _verdict(reference, headers=headers, body=body, now=now)
+        b = _verdict(shuffled, headers=headers, body=body, now=now)
+        assert _summary(a) == _summary(b)
+
+
+class CountingContext(RequestContext):
+    """A RequestContext that counts how often the body is parsed."""
+
+    __slots__ = ("parses",)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.parses = 0
+
+    def json_body(self) -> object:  # type: ignore[override]
+        if self._body is None:
+            self.parses += 1
+        return super().json_body()
+
+
+@pytest.mark.parametrize(
+    ("path", "parses"),
+    [
+        pytest.param("/v1/transfers", 1, id="three-body-readers-one-parse"),
+        pytest.param("/v1/other", 0, id="no-candidate-reads-the-body"),
+    ],
+)
+def test_the_body_is_parsed_at_most_once_and_only_when_needed(path: str, parses: int) -> None:
+    """Body, expr and mcp_tools share one parse; rules that don't read the body cost none."""
+    text = HEADER + (
+        "rules:\n"
+        "  - id: a\n    paths: ['/v1/transfers']\n    effect: allow\n"
+        "    when: {body: {amount: {lte: 10}}, expr: 'request.body.amount > 0'}\n"
+        "  - id: b\n    paths: ['/v1/transfers']\n    mcp_tools: [pay]\n    effect: allow\n"
+        "  - id: c\n    paths: ['/v1/other']\n    effect: allow\n"
+        "    when: {headers: {x-task: {present: true}}}\n"
+    )
+    ctx = CountingContext(
+        "POST", "h", path, headers=JSON, body=b'{"amount": 5}', spiffe_id=parse_spiffe_id(AGENT)
+    )
+    asyncio.run(evaluate_rules(load_policy_text(text), ctx))
+    assert ctx.parses == parses

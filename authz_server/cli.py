@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import importlib
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from authz_server import __version__, lint_envoy
-from authz_server.clock import FixedClock, SystemClock
 from authz_server.errors import AuthzError, ConfigError, PolicyError
-from authz_server.identity.bundles import TrustBundles, parse_bundle_spec
-from authz_server.pipeline import Pipeline, Snapshot
+from authz_server.identity.bundles import parse_bundle_spec
 from authz_server.policy.evaluate import Trace
 from authz_server.policy.load import load_policy
-from authz_server.request import RequestView, normalize_host, split_path
 from authz_server.settings import Settings, env_name
 
 EXIT_OK = 0
@@ -51,22 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"authz-server {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the ext_authz gRPC server")
-    serve.add_argument("--policy", default=_env_default("--policy"), help="policy file or directory")
-    serve.add_argument("--listen", default=_env_default("--listen", "0.0.0.0:9191"))
-    serve.add_argument(
-        "--trust-bundle",
-        action="append",
-        default=None,
-        metavar="TRUST_DOMAIN=PEM_FILE",
-        help="CA bundle for one trust domain (repeatable)",
-    )
-    serve.add_argument("--audit-log", default=_env_default("--audit-log"), help="file, or - for stdout")
-    serve.add_argument(
-        "--grace", type=float, default=float(_env_default("--grace", "10") or 10),
-        help="seconds to drain in-flight Checks on SIGTERM",
-    )
-    serve.add_argument("--log-level", default=_env_default("--log-level", "INFO"))
+    _add_serve(commands)
 
     validate = commands.add_parser("validate", help="check a policy; exit 1 listing every error")
     validate.add_argument("path")
@@ -116,6 +97,69 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser("serve", help="run the ext_authz gRPC server")
+    serve.add_argument(
+        "--policy", default=_env_default("--policy"), help="policy file or directory"
+    )
+    serve.add_argument("--listen", default=_env_default("--listen", "0.0.0.0:9191"))
+    serve.add_argument(
+        "--metrics-listen",
+        default=_env_default("--metrics-listen", "0.0.0.0:9090"),
+        help="HTTP /metrics, /healthz, /readyz (HOST:PORT, or 'off')",
+    )
+    serve.add_argument(
+        "--trust-bundle",
+        action="append",
+        default=None,
+        metavar="TRUST_DOMAIN=FILE",
+        help="CA bundle (PEM or SPIFFE bundle JSON) for one trust domain (repeatable)",
+    )
+    serve.add_argument(
+        "--workload-api",
+        default=_env_default("--workload-api"),
+        metavar="SOCKET",
+        help="SPIFFE Workload API socket (unix:///path): trust bundles, and the SVID for TLS",
+    )
+    serve.add_argument("--tls-cert", default=_env_default("--tls-cert"), metavar="PEM")
+    serve.add_argument("--tls-key", default=_env_default("--tls-key"), metavar="PEM")
+    serve.add_argument(
+        "--tls-client-ca",
+        default=_env_default("--tls-client-ca"),
+        metavar="PEM",
+        help="client CAs for the handshake (default: every trust bundle)",
+    )
+    serve.add_argument(
+        "--tls-workload-api",
+        action="store_true",
+        default=(_env_default("--tls-workload-api", "") or "").lower() in ("1", "true", "yes"),
+        help="serve the Check listener with the Workload API SVID (rotated without restart)",
+    )
+    serve.add_argument(
+        "--allowed-caller",
+        action="append",
+        default=None,
+        metavar="SPIFFE_PATTERN",
+        help="with TLS: SPIFFE IDs allowed to call Check (repeatable)",
+    )
+    serve.add_argument(
+        "--reload-interval",
+        type=float,
+        default=float(_env_default("--reload-interval", "1") or 1),
+        help="seconds between checks of policy, bundle and TLS files (0: on SIGHUP only)",
+    )
+    serve.add_argument(
+        "--audit-log", default=_env_default("--audit-log"), help="file, or - for stdout"
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=float(_env_default("--grace", "10") or 10),
+        help="seconds to drain in-flight Checks on SIGTERM",
+    )
+    serve.add_argument("--log-level", default=_env_default("--log-level", "INFO"))
+
+
 def _serve(args: argparse.Namespace) -> int:
     if not args.policy:
         raise ConfigError("--policy (or AUTHZ_POLICY) is required")
@@ -126,6 +170,15 @@ def _serve(args: argparse.Namespace) -> int:
         if domain in bundles:
             raise ConfigError(f"--trust-bundle given twice for trust domain {domain!r}")
         bundles[domain] = path
+    callers = args.allowed_caller
+    if callers is None:
+        callers = _env_list("--allowed-caller")
+    workload_api = args.workload_api
+    if args.tls_workload_api and not workload_api:
+        workload_api = os.environ.get("SPIFFE_ENDPOINT_SOCKET") or None
+    metrics_listen = args.metrics_listen
+    if metrics_listen is not None and metrics_listen.strip().lower() in ("", "off"):
+        metrics_listen = None
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -138,7 +191,16 @@ def _serve(args: argparse.Namespace) -> int:
         audit_log=args.audit_log,
         grace_seconds=args.grace,
         log_level=args.log_level,
+        metrics_listen=metrics_listen,
+        workload_api=workload_api,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        tls_workload_api=args.tls_workload_api,
+        allowed_callers=tuple(callers),
+        reload_interval=args.reload_interval,
     )
+    settings.validate()
     from authz_server.server import serve  # grpc import only for the commands that need it
 
     return asyncio.run(serve(settings))
@@ -150,48 +212,37 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _parse_at(text: str | None) -> FixedClock | SystemClock:
-    if text is None:
-        return SystemClock()
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError as error:
-        raise ConfigError(f"--at {text!r} is not ISO 8601") from error
-    if at.tzinfo is None:
-        raise ConfigError(f"--at {text!r} needs a UTC offset, e.g. 2026-11-28T10:00:00+01:00")
-    return FixedClock(at)
-
-
 def _check(args: argparse.Namespace) -> int:
+    from authz_server.policy_tests import OfflineRequest, decide_offline, parse_at
+
     policy = load_policy(args.policy)
-    # Offline, the principal stands for an identity that Envoy and the certificate check
-    # already established; there is no certificate to require.
-    policy = dataclasses.replace(
-        policy, identity=dataclasses.replace(policy.identity, require_certificate=False)
-    )
-    headers: dict[str, str] = {}
+    headers: list[tuple[str, str]] = []
     for item in args.header:
         name, sep, value = item.partition(":")
         if not sep or not name.strip():
             raise ConfigError(f"--header {item!r} must be NAME:VALUE")
-        headers[name.strip().lower()] = value.strip()
+        headers.append((name.strip(), value.strip()))
     body: bytes | None = None
     if args.body is not None:
-        body = Path(args.body[1:]).read_bytes() if args.body.startswith("@") else args.body.encode()
-        headers.setdefault("content-type", "application/json")
-    path, query = split_path(args.path)
-    view = RequestView(
-        method=args.method.upper(),
-        host=normalize_host(args.host),
-        path=path,
-        query=query,
-        headers=headers,
-        body=body,
+        try:
+            body = Path(args.body[1:]).read_bytes() if args.body[:1] == "@" else args.body.encode()
+        except OSError as error:
+            raise ConfigError(f"--body {args.body!r}: {error.strerror}") from error
+    try:
+        at = parse_at(args.at) if args.at is not None else None
+    except ValueError as error:
+        raise ConfigError(f"--at {error}") from error
+    request = OfflineRequest(
+        path=args.path,
+        method=args.method,
         principal=args.principal,
+        host=args.host,
+        headers=tuple(headers),
+        body=body,
+        at=at,
     )
     trace = Trace() if args.explain else None
-    pipeline = Pipeline(clock=_parse_at(args.at))
-    decision = pipeline.evaluate(view, Snapshot(policy, TrustBundles.empty()), trace)
+    decision = asyncio.run(decide_offline(policy, request, trace))
     output: dict[str, object] = {
         "decision": decision.verdict,
         "reason": decision.reason.value,
@@ -239,7 +290,11 @@ Handler = Callable[[argparse.Namespace], int]
 
 #: Modules that define commands beside their feature: each has
 #: `add_commands(subparsers) -> dict[str, Handler]`.
-_FEATURE_COMMANDS: tuple[str, ...] = ()
+_FEATURE_COMMANDS: tuple[str, ...] = (
+    "authz_server.admin.cli",
+    "authz_server.audit_cli",
+    "authz_server.policy_tests",
+)
 
 _COMMANDS: dict[str, Handler] = {
     "serve": _serve,

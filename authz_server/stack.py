@@ -170,6 +170,7 @@ def start_authz(
     port = free_port()
     argv = [sys.executable, "-m", "authz_server", "serve", "--policy", str(policy)]
     argv += ["--listen", f"{LOOPBACK}:{port}", "--audit-log", str(audit_log)]
+    argv += ["--metrics-listen", f"{LOOPBACK}:0"]  # never the shared default :9090
     for domain, path in bundles.items():
         argv += ["--trust-bundle", f"{domain}={path}"]
     service = _spawn("authz-server", argv, log_dir, port)

@@ -7,6 +7,10 @@ is verified only against the store of the trust domain in its own URI SAN.
 A `TrustBundles` value is immutable: a reload builds a new one, with a new `generation`,
 and swaps it in whole. A trust domain absent from the set is not trusted; a trust domain
 present with an empty key list is explicitly distrusted.
+
+A bundle file (`--trust-bundle TRUST_DOMAIN=FILE`) is PEM (CA certificates) or SPIFFE
+bundle JSON (see `bundle_json`), told apart by content, not by name: a ConfigMap key need
+not end in `.json`. JSON bundles may also carry JWT-SVID keys (`jwt_authorities`).
 """
 
 from __future__ import annotations
@@ -19,15 +23,26 @@ from pathlib import Path
 from types import MappingProxyType
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import Store
 
 from authz_server.errors import ConfigError, quote
+from authz_server.identity.bundle_json import JwtAuthority, not_a_ca, parse_bundle_json
 
-__all__ = ["TrustBundles", "load_pem_bundles", "parse_bundle_spec"]
+__all__ = [
+    "DomainBundle",
+    "TrustBundles",
+    "load_bundle_file",
+    "load_bundles",
+    "load_pem_bundles",
+    "parse_bundle_spec",
+]
 
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]+")
 _MAX_TRUST_DOMAIN_BYTES = 255
 _PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+#: A bundle is a handful of CA certificates; anything this large is a mistake.
+_MAX_BUNDLE_BYTES = 1024 * 1024
 
 # Process-wide, monotonic: each constructed bundle set gets a fresh generation, so that
 # caches keyed on it never confuse an old set with a new one.
@@ -47,13 +62,19 @@ class TrustBundles:
     """
 
     authorities: Mapping[str, tuple[x509.Certificate, ...]]
+    #: JWT-SVID keys by trust domain, then by `kid` (from SPIFFE bundle JSON).
+    jwt_authorities: Mapping[str, Mapping[str, JwtAuthority]] = field(default_factory=dict)
     generation: int = field(init=False)
     _stores: Mapping[str, Store] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         authorities = MappingProxyType({td: tuple(certs) for td, certs in self.authorities.items()})
         stores = {td: Store(list(certs)) for td, certs in authorities.items() if certs}
+        jwt = MappingProxyType(
+            {td: MappingProxyType(dict(keys)) for td, keys in self.jwt_authorities.items()}
+        )
         object.__setattr__(self, "authorities", authorities)
+        object.__setattr__(self, "jwt_authorities", jwt)
         object.__setattr__(self, "generation", _next_generation())
         object.__setattr__(self, "_stores", MappingProxyType(stores))
 
@@ -73,6 +94,34 @@ class TrustBundles:
 
     def __contains__(self, trust_domain: object) -> bool:
         return trust_domain in self.authorities
+
+    @property
+    def usable_domains(self) -> frozenset[str]:
+        """Trust domains with at least one X.509 authority."""
+        return frozenset(self._stores)
+
+    def roots_pem(self) -> bytes:
+        """Every X.509 authority as one PEM blob (for a TLS handshake's client CA list only:
+        callers are then verified against their own trust domain's bundle)."""
+        seen: set[bytes] = set()
+        parts: list[bytes] = []
+        for certificates in self.authorities.values():
+            for certificate in certificates:
+                data = certificate.public_bytes(Encoding.PEM)
+                if data not in seen:
+                    seen.add(data)
+                    parts.append(data)
+        return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainBundle:
+    """What one bundle file says about its trust domain."""
+
+    x509_authorities: tuple[x509.Certificate, ...]
+    jwt_authorities: Mapping[str, JwtAuthority] = field(default_factory=dict)
+    #: JWKs skipped (unknown use or key type), for the log.
+    ignored: tuple[str, ...] = ()
 
 
 def check_trust_domain(trust_domain: str, context: str) -> None:
@@ -107,15 +156,45 @@ def load_pem_bundles(specs: Mapping[str, str | Path]) -> TrustBundles:
     return TrustBundles(authorities)
 
 
-def load_pem_authorities(path: Path) -> tuple[x509.Certificate, ...]:
-    """Read CA certificates from a PEM file; every certificate must be a CA."""
+def load_bundles(specs: Mapping[str, str | Path]) -> dict[str, DomainBundle]:
+    """Read every `--trust-bundle` file (PEM or SPIFFE JSON); all or nothing."""
+    bundles: dict[str, DomainBundle] = {}
+    for trust_domain, path in specs.items():
+        check_trust_domain(trust_domain, f"trust bundle {quote(str(path))}")
+        bundles[trust_domain] = load_bundle_file(Path(path))
+    return bundles
+
+
+def load_bundle_file(path: Path) -> DomainBundle:
+    """One bundle file: SPIFFE bundle JSON when it starts with `{`, PEM otherwise."""
     where = f"trust bundle {quote(str(path))}"
+    data = _read(path, where)
+    if data.lstrip().startswith(b"{"):
+        parsed = parse_bundle_json(data, where)
+        return DomainBundle(parsed.x509_authorities, parsed.jwt_authorities, parsed.ignored)
+    return DomainBundle(_pem_authorities(data, where))
+
+
+def _read(path: Path, where: str) -> bytes:
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(_MAX_BUNDLE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{where}: file not found") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > _MAX_BUNDLE_BYTES:
+        raise ConfigError(f"{where}: larger than {_MAX_BUNDLE_BYTES} bytes")
+    return data
+
+
+def load_pem_authorities(path: Path) -> tuple[x509.Certificate, ...]:
+    """Read CA certificates from a PEM file; every certificate must be a CA."""
+    where = f"trust bundle {quote(str(path))}"
+    return _pem_authorities(_read(path, where), where)
+
+
+def _pem_authorities(data: bytes, where: str) -> tuple[x509.Certificate, ...]:
     if _PEM_BEGIN not in data:
         raise ConfigError(f"{where}: no PEM certificate in the file")
     try:
@@ -123,22 +202,10 @@ def load_pem_authorities(path: Path) -> tuple[x509.Certificate, ...]:
     except ValueError as exc:
         raise ConfigError(f"{where}: unparsable PEM certificate: {exc}") from None
     for index, certificate in enumerate(certificates, start=1):
-        problem = _not_a_ca(certificate)
+        problem = not_a_ca(certificate)
         if problem:
             raise ConfigError(
                 f"{where}: certificate #{index} ({certificate.subject.rfc4514_string()}) "
                 f"is not a CA: {problem}"
             )
     return tuple(certificates)
-
-
-def _not_a_ca(certificate: x509.Certificate) -> str | None:
-    try:
-        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
-    except x509.ExtensionNotFound:
-        return "no basicConstraints extension"
-    except ValueError as exc:  # duplicate or malformed extensions
-        return f"unreadable extensions: {exc}"
-    if not constraints.value.ca:
-        return "basicConstraints cA is false"
-    return None

@@ -252,6 +252,7 @@ def test_serve_from_environment_and_drain(policy: Path, tmp_path: Path) -> None:
             "AUTHZ_LISTEN": f"127.0.0.1:{port}",
             "AUTHZ_TRUST_BUNDLE": f"example.org={certs / 'ca.pem'}",
             "AUTHZ_AUDIT_LOG": str(audit),
+            "AUTHZ_METRICS_LISTEN": "127.0.0.1:0",
         },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -280,7 +281,10 @@ def test_serve_refuses_invalid_policy(tmp_path: Path) -> None:
     """`serve` with an invalid policy exits 1 before listening, listing the errors."""
     path = tmp_path / "broken.yaml"
     path.write_text(BROKEN)
-    result = run("serve", "--policy", str(path), "--listen", f"127.0.0.1:{stack.free_port()}")
+    result = run(
+        "serve", "--policy", str(path), "--listen", f"127.0.0.1:{stack.free_port()}",
+        "--metrics-listen", "127.0.0.1:0",
+    )
     assert result.returncode == 1
     assert "duplicate rule id" in result.stderr
 

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps bench demo test test-unit test-e2e lint format protos clean
+.PHONY: help install system-deps bench soak demo test test-unit test-e2e lint format protos clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ BENCH_ARGS ?=
 bench: $(STAMP) ## authz-server vs do-nothing server and Envoy RBAC; 10/1k/10k rules; memory (~5 min)
 	@command -v h2load >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client; }
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+soak: $(STAMP) ## minutes of load through real Envoy; fails if the server's memory keeps growing (not in CI)
+	$(PY) -m tests.soak.soak --minutes $(or $(MINUTES),5)
 
 clean: ## remove the venv, caches and demo state
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -17,6 +17,8 @@ from authz_server.identity.x509 import CertificateVerifier
 from authz_server.policy.model import IdentityConfig
 from authz_server.request import RequestView
 
+__all__ = ["SOURCE_PEER", "Identity", "PeerIdentity", "check_not_denied"]
+
 SOURCE_PEER = "peer"
 
 
@@ -25,6 +27,7 @@ class Identity:
     """A caller whose SPIFFE ID passed every check of SPEC §4.2."""
 
     spiffe_id: SpiffeId
+    #: Which source established it: "peer", "xfcc" or "jwt_svid" (the audit's identity_source).
     source: str
     #: True when a certificate was presented and chained to its trust domain's bundle.
     certificate_verified: bool
@@ -62,9 +65,14 @@ class PeerIdentity:
                 Reason.CERTIFICATE_REQUIRED,
                 "policy requires the peer certificate (Envoy: include_peer_certificate: true)",
             )
-        for pattern in config.deny:
-            if pattern.match(spiffe_id) is not None:
-                raise IdentityError(
-                    Reason.REVOKED, f"{spiffe_id} is denied by identity.deny {quote(pattern.text)}"
-                )
+        check_not_denied(spiffe_id, config)
         return Identity(spiffe_id, SOURCE_PEER, verified)
+
+
+def check_not_denied(spiffe_id: SpiffeId, config: IdentityConfig) -> None:
+    """Raise `IdentityError(revoked)` when `identity.deny` lists `spiffe_id`, from any source."""
+    for pattern in config.deny:
+        if pattern.match(spiffe_id) is not None:
+            raise IdentityError(
+                Reason.REVOKED, f"{spiffe_id} is denied by identity.deny {quote(pattern.text)}"
+            )

@@ -158,6 +158,31 @@ def _add_serve(commands: Any) -> None:
         help="seconds to drain in-flight Checks on SIGTERM",
     )
     serve.add_argument("--log-level", default=_env_default("--log-level", "INFO"))
+    serve.add_argument(
+        "--store",
+        default=_env_default("--store", "memory"),
+        metavar="memory|redis://HOST:PORT/DB",
+        help="approvals, rate counters, revocations: memory (one process) or shared Redis",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=_env_default("--workers", "1"),  # argparse applies `type` to a str default
+        help="processes sharing the Check port (SO_REUSEPORT); N>1 needs --store redis://",
+    )
+    serve.add_argument(
+        "--admin-listen",
+        default=_env_default("--admin-listen", "127.0.0.1:9192"),
+        help="admin API (approvals, revocations) HOST:PORT, or 'off'",
+    )
+    serve.add_argument("--admin-tls-cert", default=_env_default("--admin-tls-cert"), metavar="PEM")
+    serve.add_argument("--admin-tls-key", default=_env_default("--admin-tls-key"), metavar="PEM")
+    serve.add_argument(
+        "--admin-insecure-local",
+        action="store_true",
+        default=(_env_default("--admin-insecure-local", "") or "").lower() in ("1", "true", "yes"),
+        help="admin API in plaintext on loopback, every local caller an admin: demos only",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -179,6 +204,9 @@ def _serve(args: argparse.Namespace) -> int:
     metrics_listen = args.metrics_listen
     if metrics_listen is not None and metrics_listen.strip().lower() in ("", "off"):
         metrics_listen = None
+    admin_listen = args.admin_listen
+    if admin_listen is not None and admin_listen.strip().lower() in ("", "off"):
+        admin_listen = None
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -199,8 +227,18 @@ def _serve(args: argparse.Namespace) -> int:
         tls_workload_api=args.tls_workload_api,
         allowed_callers=tuple(callers),
         reload_interval=args.reload_interval,
+        store=args.store,
+        workers=args.workers,
+        admin_listen=admin_listen,
+        admin_tls_cert=args.admin_tls_cert,
+        admin_tls_key=args.admin_tls_key,
+        admin_insecure_local=args.admin_insecure_local,
     )
     settings.validate()
+    if settings.workers > 1:
+        from authz_server.workers import run_workers
+
+        return run_workers(settings)
     from authz_server.server import serve  # grpc import only for the commands that need it
 
     return asyncio.run(serve(settings))

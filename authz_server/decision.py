@@ -98,6 +98,10 @@ class Decision:
     retry_after: int | None = None
     decision_id: str = field(default_factory=new_decision_id)
     at: float = field(default_factory=time.time)
+    #: Who approved the action this allow consumed (SPEC §6.1), for the audit record.
+    approver: str | None = None
+    #: Something the identity phase saw besides the identity, e.g. "xfcc_spoofing".
+    identity_note: str | None = None
 
     @property
     def enforced_allow(self) -> bool:

@@ -4,6 +4,9 @@ It mints dev certificates, writes a small policy, starts the three processes wit
 shipped `envoy/front-proxy.yaml`, then makes the calls that show what the server is for:
 an allowed call with the headers upstream can trust, denials with their reasons, a
 certificate Envoy accepts but the server refuses, path tricks and a forged header.
+Then one human approval round trip: the agent's transfer is refused with an approval id,
+a human approves it with `authz-server approvals approve` over mutual TLS (the admin API),
+the retry is allowed, and a replay of the same call is refused again.
 It exits 0 only if every step gave the expected answer, so `make demo` doubles as a smoke
 test; on a terminal (and without `--once`) it then keeps the stack up until Ctrl-C.
 """
@@ -26,7 +29,7 @@ from cryptography.x509 import load_pem_x509_certificate
 from authz_server import devcerts, stack
 from authz_server.envoy_config import render_envoy_config, with_trusted_ca
 
-__all__ = ["DEMO_POLICY", "IDS", "run_demo"]
+__all__ = ["DEMO_POLICY", "IDS", "TOUR", "run_demo"]
 
 TRUST_DOMAIN = "example.org"
 IDS = {
@@ -34,6 +37,8 @@ IDS = {
     "frontend": "spiffe://example.org/ns/shop/sa/frontend",
     "agent": "spiffe://example.org/agents/acme/bot",
     "human": "spiffe://example.org/humans/alice",
+    # The admin API's own certificate (DNS SAN localhost), for `approvals approve`.
+    "authz-admin": "spiffe://example.org/authz-server",
 }
 
 #: How the tour names each caller: the SPIFFE ID in the certificate it presents.
@@ -49,7 +54,17 @@ identity:
 defaults:
   decision: deny
   mode: enforce
+admin:
+  principals: ["spiffe://example.org/humans/*"]   # who may use the admin API
 rules:
+  - id: agent-transfers
+    description: An agent moves money only with a human's approval, once per approval
+    methods: [POST]
+    paths: ["/v1/transfers"]
+    principals: ["spiffe://example.org/agents/*/*"]
+    effect: allow
+    when:
+      approval: {approvers: ["spiffe://example.org/humans/*"], ttl: 15m}
   - id: orders-read
     description: Shop frontends read orders
     methods: [GET, HEAD]
@@ -198,7 +213,8 @@ TOUR = [
 
 def _mint(certs: Path) -> None:
     """Dev certificates for every demo caller, plus one leaf with two URI SANs."""
-    devcerts.write_dev_certs(certs, TRUST_DOMAIN, IDS, dns={"envoy": ["localhost"]})
+    dns = {"envoy": ["localhost"], "authz-admin": ["localhost"]}
+    devcerts.write_dev_certs(certs, TRUST_DOMAIN, IDS, dns=dns)
     key = serialization.load_pem_private_key((certs / "ca.key").read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):  # write_dev_certs mints P-256
         raise TypeError(f"{certs / 'ca.key'}: expected an EC key")
@@ -273,9 +289,19 @@ def run_demo(workdir: Path, once: bool = False) -> int:
     services: list[stack.Service] = []
     try:
         services.append(stack.start_backend(logs))
+        admin_port = stack.free_port()
+        admin_args = [
+            "--admin-listen", f"{stack.LOOPBACK}:{admin_port}",
+            "--admin-tls-cert", str(certs / "authz-admin.pem"),
+            "--admin-tls-key", str(certs / "authz-admin.key"),
+        ]  # fmt: skip
         services.append(
             stack.start_authz(
-                logs, policy=policy, bundles={TRUST_DOMAIN: certs / "ca.pem"}, audit_log=audit_log
+                logs,
+                policy=policy,
+                bundles={TRUST_DOMAIN: certs / "ca.pem"},
+                audit_log=audit_log,
+                extra_args=admin_args,
             )
         )
         port, admin = stack.free_port(), stack.free_port()
@@ -311,6 +337,9 @@ def run_demo(workdir: Path, once: bool = False) -> int:
             f" → backend 127.0.0.1:{services[0].port}  (policy: {policy})"
         )
         results = [_run_step(n, step, ports, certs) for n, step in enumerate(TOUR, 1)]
+        from authz_server.demo_approval import approval_round_trip
+
+        results += approval_round_trip(len(TOUR) + 1, port, admin_port, certs)
         passed = sum(results)
         print(f"\n{passed}/{len(results)} steps as expected.")
         _try_next(port, certs, audit_log, logs)

@@ -178,6 +178,8 @@ class Metrics:
         bound[0].inc()
         if bound[1] is not None:
             bound[1].inc()
+        if decision.identity_note is not None:  # e.g. xfcc_spoofing (identity/resolve.py)
+            self.identity_failure(decision.identity_note)
         self._observe_latency(latency_s)
 
     def _bind(self, key: _Key) -> _Bound:

@@ -4,25 +4,31 @@
 
 The view is built by the caller (`service.py` from protobuf, `cli.py` from flags);
 rendering and auditing happen after. Nothing here touches protobufs or the network.
-`evaluate` is async because a stateful condition (rate limit, approval) awaits its store;
-everything before that point runs without yielding to the event loop.
+`evaluate` is async because the revocation check and the stateful conditions (rate limit,
+approval) await the store (`--store`; a `MemoryStore` of its own when none is given).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from authz_server.clock import Clock, SystemClock
 from authz_server.decision import Decision, Reason
-from authz_server.errors import IdentityError
+from authz_server.errors import StoreUnavailable
 from authz_server.identity.bundles import TrustBundles
-from authz_server.identity.peer import Identity, PeerIdentity
+from authz_server.identity.peer import Identity
+from authz_server.identity.resolve import IdentityFailure, IdentityResolver
 from authz_server.identity.x509 import CertificateVerifier
 from authz_server.paths import canonical_path_problem
 from authz_server.policy.conditions.base import RequestContext
 from authz_server.policy.evaluate import Trace, evaluate_rules
 from authz_server.policy.model import Policy
 from authz_server.request import RequestView
+from authz_server.state.memory import MemoryStore
+from authz_server.state.store import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +44,16 @@ class Pipeline:
         self,
         verifier: CertificateVerifier | None = None,
         clock: Clock | None = None,
+        store: Store | None = None,
+        *,
+        stateful: bool = True,
     ) -> None:
-        self._peer = PeerIdentity(verifier or CertificateVerifier())
+        self._identity = IdentityResolver(verifier or CertificateVerifier())
         self._clock = clock or SystemClock()
+        #: Revocations, approvals and rate counters (SPEC §9); memory unless shared.
+        self.store: Store = store if store is not None else MemoryStore(self._clock)
+        #: False: rate limits and approvals are listed, never evaluated (explain, replay).
+        self.stateful = stateful
 
     async def evaluate(
         self, view: RequestView, snapshot: Snapshot, trace: Trace | None = None
@@ -52,13 +65,27 @@ class Pipeline:
         if canonical_path_problem(view.path) is not None:
             return Decision(False, Reason.NON_CANONICAL_PATH)
 
-        # 2. identity: verify what the peer claims; any failure is a deny (SPEC §4.2).
+        # 2. identity: the first of identity.sources that is present, verified; a present
+        # source that fails is a deny (SPEC §4.1, §4.2; identity/resolve.py).
         try:
-            identity = self._peer.resolve(view, policy.identity, snapshot.bundles, now)
-        except IdentityError as error:
+            resolved = self._identity.resolve(view, policy.identity, snapshot.bundles, now)
+        except IdentityFailure as failure:
             return Decision(
-                False, error.reason, principal=view.principal or None, identity_source="peer"
+                False,
+                failure.reason,
+                principal=failure.principal,
+                identity_source=failure.source,
+                identity_note=failure.note,
             )
+        identity, note = resolved.identity, resolved.note
+
+        # 2b. revocations made through the admin API, in the store (SPEC §4.2). A revoked
+        # trusted proxy cannot vouch for anyone through XFCC either.
+        for checked in (resolved.proxy, identity):
+            if checked is not None:
+                revoked = await self._revoked(checked, note)
+                if revoked is not None:
+                    return revoked
 
         # 3 + 4. match through the compiled index, then each candidate's conditions;
         # deny rules before allow rules. The body is parsed only if a candidate needs it.
@@ -72,6 +99,7 @@ class Pipeline:
             body=view.body,
             spiffe_id=spiffe_id,
             now=now,
+            store=self.store if self.stateful else None,
         )
         verdict = await evaluate_rules(policy, ctx, trace)
 
@@ -82,7 +110,7 @@ class Pipeline:
         if identity is None and verdict.rule is None:
             # Only rules that admit anonymous callers (`unauthenticated: true`, or a deny
             # rule for everyone) speak for a caller without identity; no default does.
-            return Decision(False, Reason.NO_IDENTITY)
+            return Decision(False, Reason.NO_IDENTITY, identity_note=note)
         return Decision(
             verdict.allowed,
             verdict.reason,
@@ -90,6 +118,30 @@ class Pipeline:
             principal=principal,
             identity_source=source,
             dry_run=verdict.dry_run,
+            approval_id=verdict.approval_id,
+            retry_after=verdict.retry_after,
+            approver=verdict.approver,
+            identity_note=note,
+        )
+
+    async def _revoked(self, identity: Identity, note: str | None) -> Decision | None:
+        """A deny when the store revokes `identity` or cannot say (fail closed)."""
+        principal = str(identity.spiffe_id)
+        try:
+            revocation = await self.store.revoked(identity.spiffe_id)
+        except StoreUnavailable as error:
+            log.error("revocations unavailable, denying %s: %s", principal, error)
+            reason = Reason.INTERNAL_ERROR
+        else:
+            if revocation is None:
+                return None
+            reason = Reason.REVOKED
+        return Decision(
+            False,
+            reason,
+            principal=principal,
+            identity_source=identity.source,
+            identity_note=note,
         )
 
 

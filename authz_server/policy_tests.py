@@ -89,8 +89,7 @@ class OfflineRequest:
 def offline_policy(policy: Policy) -> Policy:
     """Offline, the principal stands for an identity Envoy and the certificate check
     already established: there is no certificate to require."""
-    identity = dataclasses.replace(policy.identity, require_certificate=False)
-    return dataclasses.replace(policy, identity=identity)
+    return dataclasses.replace(policy, identity=policy.identity.offline())
 
 
 async def decide_offline(

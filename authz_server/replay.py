@@ -163,12 +163,15 @@ def replay_audit(policy: Policy, paths: Sequence[str | Path]) -> ReplayReport:
 async def _replay(policy: Policy, paths: Sequence[str | Path]) -> ReplayReport:
     # The principal stands for an identity that was verified when the request was made;
     # only requests that came without a certificate are held to `require_certificate`.
-    relaxed = dataclasses.replace(
-        policy, identity=dataclasses.replace(policy.identity, require_certificate=False)
-    )
+    relaxed = dataclasses.replace(policy, identity=policy.identity.offline())
     snapshots = {
         False: Snapshot(relaxed, TrustBundles.empty()),
-        True: Snapshot(policy, TrustBundles.empty()),
+        True: Snapshot(
+            dataclasses.replace(
+                policy, identity=dataclasses.replace(policy.identity, sources=("peer",))
+            ),
+            TrustBundles.empty(),
+        ),
     }
     clock = _ReplayClock()
     # No state is replayed: rate limits and approvals are not evaluated (they count as

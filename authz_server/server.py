@@ -1,10 +1,18 @@
-"""grpc.aio server assembly: Check, health, reflection, TLS, probes, reload, audit, drain.
+"""grpc.aio server assembly: Check, health, reflection, TLS, probes, reload, audit, store,
+admin API, drain.
 
-    start_server(settings)  load policy + bundles (errors here stop the start), bind the
-                            Check listener (plaintext, or TLS with `CallerGuard`), start
-                            the probe/metrics listener, the reloader, the Workload API
+    start_server(settings)  load policy + bundles (errors here stop the start), open the
+                            store (`--store`), bind the Check listener (plaintext, or TLS
+                            with `CallerGuard`), start the probe/metrics listener, the
+                            admin API (`admin/wiring.py`), the reloader, the Workload API
                             source and the audit flusher
     serve(settings)         run until SIGTERM/SIGINT, reload on SIGHUP, then drain
+
+The store is the Check path's (revocations, rate limits, approvals) and the admin API's;
+its failures are counted (`authz_store_errors_total`) and `/readyz` pings it. A store that
+cannot be reached does not stop the server: only the rules that need it fail closed.
+With `--workers N` (`workers.py`) each worker process runs all of this on its own, the
+Check and admin ports shared through SO_REUSEPORT.
 
 Health is SERVING only while `LiveState` is ready (policy loaded; bundles present where
 needed, see `reload.readiness_problem`) and the server is not draining. On SIGTERM
@@ -29,7 +37,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from authz_server.admin.server import AdminServer, admin_certificate
+from authz_server.admin.wiring import start_admin_beside
 from authz_server.audit import AuditLog, NullAudit
+from authz_server.errors import StoreUnavailable
 from authz_server.identity.bundles import DomainBundle, load_bundles
 from authz_server.identity.workload_api import WorkloadApiSource, X509Update
 from authz_server.metrics import Metrics
@@ -41,6 +52,9 @@ from authz_server.probes import ProbeServer, ReadinessCheck
 from authz_server.reload import LiveState, Reloader, Watch, fingerprint, readiness_problem
 from authz_server.service import SERVICE_NAME, CheckService, SnapshotHolder
 from authz_server.settings import Settings
+from authz_server.state import open_store
+from authz_server.state.observed import ObservedStore
+from authz_server.state.store import Store
 from authz_server.tls import (
     CallerGuard,
     ServerCertificate,
@@ -76,12 +90,18 @@ class RunningServer:
     probes: ProbeServer | None = None
     workload_api: WorkloadApiSource | None = None
     tls: TlsCredentials | None = None
+    store: Store | None = None
+    admin: AdminServer | None = None
     draining: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def metrics_port(self) -> int | None:
         return self.probes.port if self.probes else None
+
+    @property
+    def admin_port(self) -> int | None:
+        return self.admin.port if self.admin else None
 
     def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
         """Another condition for /readyz (e.g. the store is reachable)."""
@@ -105,6 +125,8 @@ class RunningServer:
         self.draining = True
         await self.set_serving(False)
         await self.server.stop(grace)
+        if self.admin is not None:
+            await self.admin.stop(min(grace, 1.0))
         if self.workload_api is not None:
             self.workload_api.close()
         for task in self._tasks:
@@ -115,6 +137,8 @@ class RunningServer:
         self.audit.close()
         if self.probes is not None:
             await self.probes.stop()
+        if self.store is not None:
+            await self.store.close()
         log.info("stopped after %d decisions", self.service.decisions)
 
 
@@ -150,8 +174,12 @@ async def start_server(
     policy: Policy | None = None,
     pipeline: Pipeline | None = None,
     readiness_checks: Mapping[str, ReadinessCheck] | None = None,
+    store: Store | None = None,
 ) -> RunningServer:
-    """Load, bind and start; raises PolicyError / ConfigError before binding on bad input."""
+    """Load, bind and start; raises PolicyError / ConfigError before binding on bad input.
+
+    `store` overrides `settings.store` (tests); it replaces the store of `pipeline`.
+    """
     settings.validate()
     # Fingerprints before the loads: a change during start-up is seen on the first tick.
     bundle_paths = tuple(settings.trust_bundles.values())
@@ -177,7 +205,10 @@ async def start_server(
     )
     audit: AuditLog = AuditLog(settings.audit_log) if settings.audit_log else NullAudit()
     metrics.watch_audit(lambda: (audit.stats.records, audit.stats.write_errors))
-    service = CheckService(pipeline or Pipeline(), holder, audit, metrics)
+    observed = ObservedStore(store or open_store(settings.store), metrics.store_error)
+    pipeline = pipeline or Pipeline()
+    pipeline.store = observed
+    service = CheckService(pipeline, holder, audit, metrics)
 
     tls: TlsCredentials | None = None
     interceptors: list[grpc.aio.ServerInterceptor] = []
@@ -194,7 +225,10 @@ async def start_server(
         allowed = [compile_principal_pattern(p) for p in settings.allowed_callers]
         interceptors.append(CallerGuard(allowed, lambda: state.bundles, metrics))
 
-    server = grpc.aio.server(options=_GRPC_OPTIONS, interceptors=interceptors)
+    options = _GRPC_OPTIONS
+    if settings.worker is not None:  # the workers of `--workers N` share the port
+        options = [("grpc.so_reuseport", 1), *_GRPC_OPTIONS[1:]]
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     server.add_generic_rpc_handlers((service.handler(),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -208,24 +242,34 @@ async def start_server(
     if port == 0:
         raise OSError(f"cannot listen on {settings.listen}")
 
-    running = RunningServer(server, port, service, health_servicer, audit, metrics, state, tls=tls)
+    running = RunningServer(
+        server, port, service, health_servicer, audit, metrics, state, tls=tls, store=observed
+    )
     state.on_change = running.refresh_health
     if settings.metrics_listen is not None:
         running.probes = ProbeServer(metrics.registry, detail=lambda: _detail(running))
         running.probes.add_check("policy_and_bundles", lambda: state.problem)
         running.probes.add_check("draining", lambda: "draining" if running.draining else None)
+        running.probes.add_check("store", lambda: _store_problem(observed))
+        running.probes.add_check("audit", audit.problem)  # sink down too long: not ready
         for name, check in (readiness_checks or {}).items():
             running.probes.add_check(name, check)
         await running.probes.start(settings.metrics_listen)
 
     await server.start()
+    try:
+        running.admin = await start_admin_beside(settings, state, observed)
+    except BaseException:
+        await server.stop(0)
+        if running.probes is not None:
+            await running.probes.stop()
+        raise
     await running.refresh_health()
     if state.problem:
         log.error("not serving: %s", state.problem)
 
-    running.reloader = Reloader(
-        state, _watches(settings, state, tls), interval=settings.reload_interval
-    )
+    watches = _watches(settings, state, tls) + _admin_watches(settings, running.admin)
+    running.reloader = Reloader(state, watches, interval=settings.reload_interval)
     running.reloader.mark_loaded(seen)
     running._tasks.append(asyncio.create_task(running.reloader.run()))
     if settings.workload_api is not None:
@@ -285,11 +329,38 @@ def _watches(settings: Settings, state: LiveState, tls: TlsCredentials | None) -
     return watches
 
 
+async def _store_problem(store: Store) -> str | None:
+    try:
+        await store.ping()
+    except StoreUnavailable as error:
+        return f"store unreachable: {error}"
+    return None
+
+
+def _admin_watches(settings: Settings, admin: AdminServer | None) -> list[Watch[Any]]:
+    """Reload `--admin-tls-cert/--admin-tls-key` when they change, like the Check TLS files."""
+    cert, key = settings.admin_tls_cert, settings.admin_tls_key
+    if admin is None or admin.credentials is None or cert is None or key is None:
+        return []
+    credentials = admin.credentials
+
+    async def apply(certificate: ServerCertificate) -> bool:
+        if certificate == credentials.certificate:
+            return False
+        credentials.update(certificate=certificate)
+        return True
+
+    return [Watch("admin-tls", (cert, key), lambda: admin_certificate(cert, key), apply)]
+
+
 def _on_workload_update(running: RunningServer, settings: Settings) -> Any:
     async def on_update(update: X509Update) -> None:
         if running.tls is not None and settings.tls_workload_api:
             running.tls.update(certificate=update.svid)
             running.metrics.tls_expiry.set(update.svid.not_after.timestamp())
+        admin = running.admin
+        if admin is not None and admin.credentials is not None and not settings.admin_tls_cert:
+            admin.credentials.update(certificate=update.svid)
         assert running.state is not None
         await running.state.set_workload_bundles(update.bundles)
 
@@ -321,6 +392,8 @@ async def serve(settings: Settings) -> int:
     print(f"authz-server: Check listening on port {running.port}", flush=True)
     if running.metrics_port is not None:
         print(f"authz-server: metrics and probes on port {running.metrics_port}", flush=True)
+    if running.admin_port is not None:
+        print(f"authz-server: admin API on port {running.admin_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

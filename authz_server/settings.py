@@ -3,7 +3,8 @@
 `Settings.validate` refuses combinations that would leave the server less protected than
 the operator thinks: TLS without an `--allowed-caller` (nobody could call, or everybody
 would be meant), allowed callers without TLS (nothing to check them against), a
-certificate without its key.
+certificate without its key, several workers on a store private to each of them, a
+plaintext admin API off loopback.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from authz_server.admin.address import DEFAULT_ADMIN_LISTEN, is_loopback, listen_host
 from authz_server.errors import ConfigError, quote
 from authz_server.policy.patterns import compile_principal_pattern
+from authz_server.state import check_store_url
 
 __all__ = ["Settings", "env_name"]
 
+MAX_WORKERS = 64
 _ADDRESS = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):([0-9]{1,5})")
 
 
@@ -42,10 +46,31 @@ class Settings:
     allowed_callers: tuple[str, ...] = ()
     #: Seconds between checks of policy/bundle/TLS files for changes; 0: SIGHUP only.
     reload_interval: float = 1.0
+    #: `memory` (one process) or `redis://HOST:PORT/DB` (workers and replicas share it).
+    store: str = "memory"
+    #: Processes serving the Check port together (SO_REUSEPORT); >1 needs a shared store.
+    workers: int = 1
+    #: Set by the supervisor in each worker process: its index (metrics port offset).
+    worker: int | None = None
+    #: The admin API (SPEC §3.2); None: off. Served only with credentials (below), with
+    #: the Workload API SVID, or with `admin_insecure_local`.
+    admin_listen: str | None = DEFAULT_ADMIN_LISTEN
+    admin_tls_cert: str | None = None
+    admin_tls_key: str | None = None
+    admin_insecure_local: bool = False
 
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None or self.tls_workload_api
+
+    @property
+    def admin_enabled(self) -> bool:
+        """Whether `serve` starts the admin API: a listen address and a way to authenticate."""
+        return self.admin_listen is not None and (
+            self.admin_tls_cert is not None
+            or self.admin_insecure_local
+            or self.workload_api is not None
+        )
 
     def validate(self) -> None:
         """Raise `ConfigError` for an inconsistent or unsafe combination."""
@@ -86,6 +111,34 @@ class Settings:
                 compile_principal_pattern(pattern)
             except ValueError as exc:
                 raise ConfigError(f"--allowed-caller: {exc}") from None
+        self._validate_state_and_admin()
+
+    def _validate_state_and_admin(self) -> None:
+        check_store_url(self.store)
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS}, got {self.workers}")
+        if self.workers > 1:
+            if self.store == "memory":
+                raise ConfigError(
+                    f"--workers {self.workers}: N>1 needs a shared store: "
+                    "--store redis://HOST:PORT/DB (the memory store is private to one process, "
+                    "so approvals, rate limits and revocations would not hold across workers)"
+                )
+            if self.listen.rpartition(":")[2] == "0":
+                raise ConfigError("--workers N>1 needs a fixed --listen port (they share it)")
+        if self.admin_listen is not None:
+            _check_address("--admin-listen", self.admin_listen)
+        if (self.admin_tls_cert is None) != (self.admin_tls_key is None):
+            raise ConfigError("--admin-tls-cert and --admin-tls-key go together")
+        if self.admin_insecure_local:
+            if self.admin_tls_cert is not None:
+                raise ConfigError(
+                    "choose one: --admin-tls-cert/--admin-tls-key or --admin-insecure-local"
+                )
+            if self.admin_listen is None or not is_loopback(listen_host(self.admin_listen)):
+                raise ConfigError(
+                    "--admin-insecure-local binds loopback only: --admin-listen 127.0.0.1:PORT"
+                )
 
 
 def _check_address(flag: str, value: str) -> None:

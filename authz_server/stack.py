@@ -165,15 +165,24 @@ def start_authz(
     bundles: dict[str, Path],
     audit_log: Path,
     timeout: float = 20.0,
+    extra_args: Sequence[str] = (),
+    name: str = "authz-server",
 ) -> Service:
-    """`python -m authz_server serve` on a free port; ready when health says SERVING."""
+    """`python -m authz_server serve` on a free port; ready when health says SERVING.
+
+    The admin API is off unless `extra_args` configure it (never the shared default
+    :9192); `extra_args` come last, so they may also override `--store` and the like.
+    """
     port = free_port()
     argv = [sys.executable, "-m", "authz_server", "serve", "--policy", str(policy)]
     argv += ["--listen", f"{LOOPBACK}:{port}", "--audit-log", str(audit_log)]
     argv += ["--metrics-listen", f"{LOOPBACK}:0"]  # never the shared default :9090
+    if "--admin-listen" not in extra_args:
+        argv += ["--admin-listen", "off"]
     for domain, path in bundles.items():
         argv += ["--trust-bundle", f"{domain}={path}"]
-    service = _spawn("authz-server", argv, log_dir, port)
+    argv += list(extra_args)
+    service = _spawn(name, argv, log_dir, port)
     return _wait(service, lambda: _grpc_serving(f"{LOOPBACK}:{port}"), "health SERVING", timeout)
 
 

@@ -13,29 +13,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Callable
 from typing import Any
 
 from authz_server.admin.address import DEFAULT_ADMIN_LISTEN
+from authz_server.durations import parse_duration_s
 from authz_server.errors import ConfigError
 
 __all__ = ["add_commands", "parse_duration"]
-
-_DURATION = re.compile(r"(\d+)([smhd])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def parse_duration(text: str) -> int:
-    """`90s`, `15m`, `1h30m`, `7d` → seconds; ConfigError otherwise."""
-    if not text or _DURATION.sub("", text) != "":
-        raise ConfigError(f"duration {text!r}: use e.g. 90s, 15m, 1h30m or 7d")
-    seconds = sum(int(n) * _UNIT_S[u] for n, u in _DURATION.findall(text))
-    if seconds <= 0:
-        raise ConfigError(f"duration {text!r} must be positive")
-    return seconds
+    """`90s`, `15m`, `1h30m`, `7d` → seconds (the policy's syntax); ConfigError otherwise."""
+    try:
+        return parse_duration_s(text)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _env(flag: str) -> str | None:

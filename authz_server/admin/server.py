@@ -2,9 +2,12 @@
 
 TLS requires a client certificate chaining to one of the trusted CAs (grpc checks against
 the pooled roots of all trust domains; `auth.py` then re-verifies per trust domain). The
-only plaintext mode is `--admin-insecure-local`, for demos: it binds loopback addresses
-only, and every caller is the fixed local operator — anyone who can open a socket on the
-host is an admin. Never use it where other users or workloads share the host.
+credentials are dynamic (`tls.TlsCredentials`): `AdminServer.credentials.update` swaps in
+new client CAs when the trust bundles reload and a new serving certificate (a rotated
+Workload API SVID, an edited `--admin-tls-cert`) for the next handshake. The only
+plaintext mode is `--admin-insecure-local`, for demos: it binds loopback addresses only,
+and every caller is the fixed local operator — anyone who can open a socket on the host
+is an admin. Never use it where other users or workloads share the host.
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
-from cryptography.hazmat.primitives.serialization import Encoding
 from grpc_reflection.v1alpha import reflection
 
 from authz_server.admin.address import DEFAULT_ADMIN_LISTEN, is_loopback, listen_host
@@ -31,8 +32,9 @@ from authz_server.errors import ConfigError, quote
 from authz_server.identity.bundles import TrustBundles
 from authz_server.pipeline import Snapshot
 from authz_server.state.store import Store
+from authz_server.tls import ServerCertificate, TlsCredentials, load_certificate_files
 
-__all__ = ["DEFAULT_ADMIN_LISTEN", "AdminServer", "start_admin_server"]
+__all__ = ["DEFAULT_ADMIN_LISTEN", "AdminServer", "admin_certificate", "start_admin_server"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,13 @@ class AdminServer:
     server: grpc.aio.Server
     port: int
     service: AdminService
+    #: None in `--admin-insecure-local` mode.
+    credentials: TlsCredentials | None = None
+
+    def update_client_cas(self, bundles: TrustBundles) -> None:
+        """Accept clients of the trust bundles now in force from the next handshake."""
+        if self.credentials is not None:
+            self.credentials.update(roots_pem=bundles.roots_pem())
 
     async def stop(self, grace: float) -> None:
         await self.server.stop(grace)
@@ -51,23 +60,12 @@ def _no_approvers(rule_id: str) -> tuple[()]:
     return ()
 
 
-def _read(path: str, what: str) -> bytes:
+def admin_certificate(tls_cert: str, tls_key: str) -> ServerCertificate:
+    """`--admin-tls-cert` (chain, leaf first) and `--admin-tls-key`; ConfigError if unusable."""
     try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise ConfigError(f"{what} {quote(path)}: cannot read: {error.strerror or error}") from None
-
-
-def _credentials(tls_cert: str, tls_key: str, bundles: TrustBundles) -> grpc.ServerCredentials:
-    roots = b"".join(
-        cert.public_bytes(Encoding.PEM)
-        for domain in sorted(bundles.domains)
-        for cert in bundles.authorities[domain]
-    )
-    if not roots:
-        raise ConfigError("admin API: no trust bundle holds a CA, so no client could authenticate")
-    pair = (_read(tls_key, "--admin-tls-key"), _read(tls_cert, "--admin-tls-cert"))
-    return grpc.ssl_server_credentials([pair], root_certificates=roots, require_client_auth=True)
+        return load_certificate_files(tls_cert, tls_key)
+    except ConfigError as error:
+        raise ConfigError(str(error).replace("--tls-", "--admin-tls-")) from None
 
 
 async def start_admin_server(
@@ -83,8 +81,15 @@ async def start_admin_server(
     approvers_for: ApproversFor = _no_approvers,
     clock: Clock | None = None,
     policy_status: Callable[[], PolicyStatus] | None = None,
+    certificate: ServerCertificate | None = None,
+    reuse_port: bool = False,
 ) -> AdminServer:
-    """Bind and start the admin API; `ConfigError` for an unsafe or incomplete setup."""
+    """Bind and start the admin API; `ConfigError` for an unsafe or incomplete setup.
+
+    The serving certificate is `tls_cert`/`tls_key`, else `certificate` (a Workload API
+    SVID; update it through `AdminServer.credentials`). `reuse_port` lets the workers of
+    one `serve --workers N` share the port (they share the store too).
+    """
     host = listen_host(listen)
     if insecure_local:
         if tls_cert or tls_key:
@@ -94,11 +99,17 @@ async def start_admin_server(
                 f"--admin-insecure-local binds loopback only (127.0.0.1 or [::1]), "
                 f"not {quote(listen)}"
             )
-    elif not (tls_cert and tls_key):
+    elif not (tls_cert and tls_key) and certificate is None:
         raise ConfigError(
             "the admin API needs --admin-tls-cert and --admin-tls-key "
             "(or --admin-insecure-local, for demos on loopback)"
         )
+    credentials: TlsCredentials | None = None
+    if not insecure_local:
+        if tls_cert and tls_key:
+            certificate = admin_certificate(tls_cert, tls_key)
+        assert certificate is not None
+        credentials = TlsCredentials(certificate, client_ca_bundles.roots_pem())
 
     service = AdminService(
         store=store,
@@ -109,14 +120,13 @@ async def start_admin_server(
         clock=clock,
         policy_status=policy_status,
     )
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
     server.add_generic_rpc_handlers((service.handler(),))
     reflection.enable_server_reflection([SERVICE_NAME, reflection.SERVICE_NAME], server)
-    if insecure_local:
+    if credentials is None:
         port = server.add_insecure_port(listen)
     else:
-        assert tls_cert and tls_key  # checked above
-        port = server.add_secure_port(listen, _credentials(tls_cert, tls_key, client_ca_bundles))
+        port = server.add_secure_port(listen, credentials.server_credentials())
     if port == 0:
         raise OSError(f"admin API: cannot listen on {listen}")
     await server.start()
@@ -129,4 +139,4 @@ async def start_admin_server(
         )
     else:
         log.info("admin API listening on port %d (mutual TLS)", port)
-    return AdminServer(server, port, service)
+    return AdminServer(server, port, service, credentials)

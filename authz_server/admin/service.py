@@ -36,8 +36,9 @@ from authz_server.clock import Clock, FixedClock, SystemClock
 from authz_server.decision import Decision
 from authz_server.errors import StoreUnavailable, quote
 from authz_server.pipeline import Pipeline, Snapshot
+from authz_server.policy.conditions.approval import ApprovalCondition
 from authz_server.policy.evaluate import Trace
-from authz_server.policy.model import PrincipalMatcher
+from authz_server.policy.model import Policy, PrincipalMatcher
 from authz_server.policy.patterns import compile_principal_pattern
 from authz_server.request import RequestView, normalize_host, split_path
 from authz_server.state.store import ApprovalRecord, DecideOutcome, Revocation, Store
@@ -50,6 +51,7 @@ __all__ = [
     "Explanation",
     "PolicyStatus",
     "pipeline_explain",
+    "policy_approvers",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,20 +82,35 @@ class PolicyStatus:
     last_error_at: datetime | None = None
 
 
-def pipeline_explain(snapshot_source: Callable[[], Snapshot | None]) -> Explain:
-    """Explain with the Check pipeline, the principal taken as verified (as `check` does)."""
+def policy_approvers(policy: Policy, rule_id: str) -> tuple[PrincipalMatcher, ...]:
+    """The `when.approval.approvers` of rule `rule_id` in `policy`; empty when it has none."""
+    for rule in policy.rules:
+        if rule.id == rule_id:
+            for condition in rule.when.stateful:
+                if isinstance(condition, ApprovalCondition):
+                    return condition.approvers
+    return ()
+
+
+def pipeline_explain(
+    snapshot_source: Callable[[], Snapshot | None], store: Store | None = None
+) -> Explain:
+    """Explain with the Check pipeline, the principal taken as verified (as `check` does).
+
+    Revocations are read from `store`; rate limits and approvals are listed in the trace
+    as `not_evaluated` and count as holding, so that explaining never spends or creates
+    anything.
+    """
 
     async def explain(view: RequestView, at: datetime | None) -> Explanation:
         snapshot = snapshot_source()
         if snapshot is None:
             raise Refused(grpc.StatusCode.UNAVAILABLE, "no policy loaded")
         policy = snapshot.policy
-        relaxed = dataclasses.replace(
-            policy, identity=dataclasses.replace(policy.identity, require_certificate=False)
-        )
+        relaxed = dataclasses.replace(policy, identity=policy.identity.offline())
         clock: Clock = FixedClock(at) if at is not None else SystemClock()
         trace = Trace()
-        pipeline = Pipeline(clock=clock)
+        pipeline = Pipeline(clock=clock, store=store, stateful=False)
         decision = await pipeline.evaluate(view, Snapshot(relaxed, snapshot.bundles), trace)
         return Explanation(decision, trace.steps)
 

@@ -60,6 +60,11 @@ class Verdict:
     dry_run: bool = False
     #: Why a condition did not hold (for explain and logs; never a request secret).
     detail: str = ""
+    #: From a stateful condition: the approval asked for or used, its approver, and when
+    #: a rate-limited caller may retry.
+    approval_id: str | None = None
+    approver: str | None = None
+    retry_after: int | None = None
 
 
 @dataclass(slots=True)
@@ -243,15 +248,31 @@ async def _allow_verdict(policy: Policy, allows: list[_Candidate], ctx: RequestC
         return Verdict(True, Reason.ALLOWED_BY_RULE, min(plain, key=_rule_id).rule)
     for candidate in sorted(holding, key=_rule_id):
         await _stateful(candidate, ctx)
-        if candidate.result.holds:
-            return Verdict(True, Reason.ALLOWED_BY_RULE, candidate.rule)
+        result = candidate.result
+        if result.holds:
+            return Verdict(
+                True,
+                Reason.ALLOWED_BY_RULE,
+                candidate.rule,
+                approval_id=result.approval_id,
+                approver=result.approver,
+            )
     failed = [c for c in allows if not c.result.holds]
     if failed:
         best = min(failed, key=_specific_first)
-        reason = best.result.reason or Reason.CONDITION_FAILED
+        result = best.result
+        reason = result.reason or Reason.CONDITION_FAILED
         # A dry-run allow rule still grants: its failing condition is only recorded.
         dry_run = any(c.dry_run for c in failed)
-        return Verdict(False, reason, best.rule, dry_run, best.result.detail)
+        return Verdict(
+            False,
+            reason,
+            best.rule,
+            dry_run,
+            result.detail,
+            approval_id=result.approval_id,
+            retry_after=result.retry_after,
+        )
     return _default(policy, ctx)
 
 

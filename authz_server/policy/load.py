@@ -7,8 +7,8 @@ Reading files (and ConfigMap volumes) is `files.py`; YAML with line numbers is
 Merge rules: every file carries `version: 1`; `rules` of all files are concatenated
 (ids unique across files); `identity` (required), `admin` and `defaults` may each appear
 in at most one file. Nothing is ever silently ignored: unknown keys, duplicate keys and
-features this version does not implement (`when.rate_limit`, `when.approval`, `xfcc`,
-`jwt_svid`) are errors, because a condition that is ignored fails open. `when` and
+features this version does not implement are errors, because a condition that is
+ignored fails open. `when` and
 `mcp_tools` are compiled here, once (`conditions/`): regexes, CEL programs, zones.
 """
 
@@ -27,6 +27,7 @@ from authz_server.policy.conditions.base import EMPTY_WHEN, When
 from authz_server.policy.conditions.mcp import McpTools, compile_mcp_tools
 from authz_server.policy.conditions.when import compile_when
 from authz_server.policy.files import SourceFile, policy_version, read_sources
+from authz_server.policy.identity_sources import compile_source_settings, compile_sources
 from authz_server.policy.index import CompiledRouteIndex, Route
 from authz_server.policy.model import Effect, IdentityConfig, Mode, Policy, PrincipalMatcher, Rule
 from authz_server.policy.patterns import (
@@ -50,11 +51,11 @@ _T = TypeVar("_T")
 _EFFECTS = ("allow", "deny")
 _MODES = ("enforce", "dry_run")
 _RULE_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
-_SOURCES = ("peer", "xfcc", "jwt_svid")
 
 _TOP = frozenset({"version", "identity", "admin", "defaults", "rules"})
-_IDENTITY = frozenset({"trust_domains", "sources", "require_certificate", "deny"})
-_IDENTITY_LATER = frozenset({"xfcc", "jwt_svid"})
+_IDENTITY = frozenset(
+    {"trust_domains", "sources", "require_certificate", "deny", "xfcc", "jwt_svid"}
+)
 _ADMIN = frozenset({"principals"})
 _DEFAULTS = frozenset({"decision", "mode", "non_http"})
 _RULE = frozenset(
@@ -200,14 +201,6 @@ def _trust_domain(text: str) -> str:
     return text
 
 
-def _source(text: str) -> str:
-    if text not in _SOURCES:
-        raise ValueError(f"unknown source {quote(text)} (this version supports: peer)")
-    if text != "peer":
-        raise ValueError(f"source {quote(text)} is not supported by this version")
-    return text
-
-
 def _identity(
     section: _Section, issues: list[PolicyIssue], where: str, all_parsed: bool
 ) -> tuple[IdentityConfig | None, frozenset[str] | None]:
@@ -222,7 +215,7 @@ def _identity(
             message = "no file defines 'identity' (identity.trust_domains is required)"
             issues.append(PolicyIssue(where, None, None, "identity", message))
         return None, None
-    node = fields.mapping(value, "identity", _IDENTITY, _IDENTITY_LATER)
+    node = fields.mapping(value, "identity", _IDENTITY)
     if node is None:
         return None, None
     before = len(fields.issues)
@@ -239,12 +232,10 @@ def _identity(
         )
         if len(fields.issues) == before:
             trust_domains = frozenset(td for _, td in listed or ())
-    sources: tuple[str, ...] = ("peer",)
-    if "sources" in entries:
-        listed_sources = fields.compiled_list(
-            entries["sources"], "identity.sources", _source, empty="at least one source is required"
-        )
-        sources = tuple(s for _, s in listed_sources or ())
+    sources = compile_sources(fields, node)
+    proxies, audiences = compile_source_settings(
+        fields, node, sources, lambda v, path: _principals(fields, v, path, trust_domains)
+    )
     require = False
     if "require_certificate" in entries:
         path = "identity.require_certificate"
@@ -254,9 +245,10 @@ def _identity(
         deny = _principals(
             fields, entries["deny"], "identity.deny", trust_domains, may_be_empty=True
         )
-    if trust_domains is None or len(fields.issues) != before:
+    if trust_domains is None or sources is None or len(fields.issues) != before:
         return None, trust_domains
-    return IdentityConfig(trust_domains, sources, require, deny), trust_domains
+    config = IdentityConfig(trust_domains, sources, require, deny, proxies, audiences)
+    return config, trust_domains
 
 
 def _admin(section: _Section, trust_domains: frozenset[str] | None) -> tuple[PrincipalMatcher, ...]:
@@ -366,7 +358,13 @@ def _rule_fields(
         )
     when: When | None = EMPTY_WHEN
     if "when" in entries:
-        when = compile_when(fields, entries["when"])
+        when = compile_when(
+            fields,
+            entries["when"],
+            trust_domains=trust_domains,
+            effect=effect,
+            unauthenticated=unauthenticated,
+        )
     mcp_tools: McpTools | None = None
     if "mcp_tools" in entries:
         mcp_tools = compile_mcp_tools(fields, entries["mcp_tools"], "mcp_tools")

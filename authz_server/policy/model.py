@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from authz_server.identity.spiffe_id import SpiffeId
@@ -84,10 +84,20 @@ class RouteIndex(Protocol):
 @dataclass(frozen=True, slots=True)
 class IdentityConfig:
     trust_domains: frozenset[str]
+    #: Tried in this order: "peer", "xfcc", "jwt_svid" (see identity/resolve.py).
     sources: tuple[str, ...] = ("peer",)
     require_certificate: bool = False
     #: Principals that are always denied (`revoked`).
     deny: tuple[PrincipalMatcher, ...] = ()
+    #: `identity.xfcc.trusted_proxies`: the only direct peers whose XFCC header is believed.
+    xfcc_trusted_proxies: tuple[PrincipalMatcher, ...] = ()
+    #: `identity.jwt_svid.audiences`: a JWT-SVID's `aud` must name one of them.
+    jwt_audiences: frozenset[str] = frozenset()
+
+    def offline(self) -> IdentityConfig:
+        """For `check`, `test`, Explain and replay, where the principal stands for an
+        identity verified when the request was made: peer only, no certificate required."""
+        return replace(self, sources=("peer",), require_certificate=False)
 
 
 @dataclass(frozen=True, slots=True)

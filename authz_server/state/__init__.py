@@ -8,7 +8,7 @@ from authz_server.clock import Clock
 from authz_server.errors import ConfigError, quote
 from authz_server.state.store import Store
 
-__all__ = ["Store", "open_store", "redacted_url"]
+__all__ = ["Store", "check_store_url", "open_store", "redacted_url"]
 
 
 def redacted_url(url: str) -> str:
@@ -26,10 +26,20 @@ def open_store(url: str, *, clock: Clock | None = None) -> Store:
 
     Raises `ConfigError` for anything else. Connecting is lazy: call `ping()` to check.
     """
+    check_store_url(url)
     if url == "memory":
         from authz_server.state.memory import MemoryStore
 
         return MemoryStore(clock)
+    from authz_server.state.redis import RedisStore
+
+    return RedisStore(url, clock=clock)
+
+
+def check_store_url(url: str) -> None:
+    """`ConfigError` unless `url` is `memory` or a usable `redis://HOST:PORT/DB`."""
+    if url == "memory":
+        return
     shown = quote(redacted_url(url))
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
@@ -47,6 +57,3 @@ def open_store(url: str, *, clock: Clock | None = None) -> Store:
         )
     if parts.query or parts.fragment:
         raise ConfigError(f"--store {shown}: query and fragment are not supported")
-    from authz_server.state.redis import RedisStore
-
-    return RedisStore(url, clock=clock)

@@ -25,6 +25,7 @@ from authz_server.state.store import (
     ApprovalRecord,
     ApprovalState,
     ApprovalStatus,
+    Consumed,
     Decided,
     DecideOutcome,
     PendingAction,
@@ -35,6 +36,8 @@ from authz_server.state.store import (
 
 __all__ = ["MemoryStore"]
 
+_REQUIRED = Consumed(ApprovalState.REQUIRED)
+_DENIED = Consumed(ApprovalState.DENIED)
 #: Sweep expired entries after this many writes.
 _SWEEP_EVERY = 1024
 
@@ -71,20 +74,20 @@ class MemoryStore:
             return None
         return record
 
-    async def consume(self, action: PendingAction) -> ApprovalState:
+    async def consume(self, action: PendingAction) -> Consumed:
         with self._lock:
             now = self._now()
             record = self._live(action.approval_id, now)
             if record is None:
                 self._approvals[action.approval_id] = ApprovalRecord.pending(action, now)
                 self._wrote(now)
-                return ApprovalState.REQUIRED
+                return _REQUIRED
             if record.status is ApprovalStatus.APPROVED:
                 del self._approvals[action.approval_id]  # one use
-                return ApprovalState.GRANTED
+                return Consumed(ApprovalState.GRANTED, record.decided_by)
             if record.status is ApprovalStatus.REJECTED:
-                return ApprovalState.DENIED
-            return ApprovalState.REQUIRED
+                return _DENIED
+            return _REQUIRED
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
         with self._lock:

@@ -49,6 +49,7 @@ from authz_server.state.store import (
     ApprovalRecord,
     ApprovalState,
     ApprovalStatus,
+    Consumed,
     Decided,
     DecideOutcome,
     PendingAction,
@@ -139,11 +140,11 @@ class RedisStore:
 
     # approvals ---------------------------------------------------------------------------
 
-    async def consume(self, action: PendingAction) -> ApprovalState:
+    async def consume(self, action: PendingAction) -> Consumed:
         now = self._now()
         record = ApprovalRecord.pending(action, now)
         async with self._guard("consume"):
-            result = await self._consume(
+            state, approver = await self._consume(
                 keys=[_approval_key(action.approval_id), _INDEX],
                 args=[
                     now,
@@ -154,7 +155,9 @@ class RedisStore:
                     record.ttl_us // 1000 + redis_scripts.GC_SLACK_MS,
                 ],
             )
-            return ApprovalState(result)
+            if state == ApprovalState.GRANTED:
+                return Consumed(ApprovalState.GRANTED, _text(approver))
+            return Consumed(ApprovalState(state))
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
         async with self._guard("get approval"):

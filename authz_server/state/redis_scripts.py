@@ -18,27 +18,27 @@ __all__ = ["APPROVE", "CONSUME", "GC_SLACK_MS", "RATE_HIT"]
 GC_SLACK_MS = 60_000
 
 # KEYS: record, index.  ARGV: now_us, approval id, data JSON, expires_us, ttl_us, gc_ms.
-# Returns 'granted' | 'denied' | 'required'.
+# Returns {'granted', approver} | {'denied', ''} | {'required', ''}.
 CONSUME = """
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-local s = redis.call('HMGET', KEYS[1], 'status', 'expires_us')
+local s = redis.call('HMGET', KEYS[1], 'status', 'expires_us', 'decided_by')
 if s[1] and tonumber(s[2]) > now then
   if s[1] == 'approved' then
     redis.call('DEL', KEYS[1])
     redis.call('ZREM', KEYS[2], ARGV[2])
-    return 'granted'
+    return {'granted', s[3] or ''}
   elseif s[1] == 'rejected' then
-    return 'denied'
+    return {'denied', ''}
   end
-  return 'required'
+  return {'required', ''}
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'status', 'pending', 'data', ARGV[3], 'expires_us', ARGV[4],
            'ttl_us', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
-return 'required'
+return {'required', ''}
 """
 
 # KEYS: record, index.  ARGV: now_us, approval id, new status, decided_by, gc slack ms.

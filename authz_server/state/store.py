@@ -8,7 +8,8 @@ Approvals (SPEC §6.1) — one record per action fingerprint (the approval id):
 
     consume(action)  no live record      → create a pending one,        REQUIRED
                      pending             →                              REQUIRED
-                     approved (in ttl)   → delete it, atomically,       GRANTED  (one use)
+                     approved (in ttl)   → delete it, atomically,       GRANTED  (one use,
+                                                                        with the approver)
                      rejected (in ttl)   →                              DENIED
     approve / reject only a live pending record; the decision lives `ttl` from then on.
 
@@ -39,6 +40,7 @@ __all__ = [
     "ApprovalRecord",
     "ApprovalState",
     "ApprovalStatus",
+    "Consumed",
     "DecideOutcome",
     "Decided",
     "PendingAction",
@@ -62,6 +64,14 @@ class ApprovalState(enum.StrEnum):
     GRANTED = "granted"
     REQUIRED = "required"
     DENIED = "denied"
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """What `consume` returns: the state, and on GRANTED who approved (for the audit log)."""
+
+    state: ApprovalState
+    approver: str | None = None
 
 
 class ApprovalStatus(enum.StrEnum):
@@ -185,7 +195,7 @@ class Store(Protocol):
         """Release connections; the store is unusable afterwards."""
 
     # approvals (SPEC §6.1)
-    async def consume(self, action: PendingAction) -> ApprovalState:
+    async def consume(self, action: PendingAction) -> Consumed:
         """Use a granted approval once, or report (and create) the pending/denied state."""
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:

@@ -377,7 +377,7 @@ def serve_flags() -> set[str]:
 
 # SPEC §3.4 flags the manifests already set but `serve` does not parse yet. Each must
 # leave this set the day it lands (the test below fails until it does).
-PENDING_FLAGS = {"--admin-listen", "--store"}
+PENDING_FLAGS: set[str] = set()
 
 
 def test_environment_variables_are_serve_flags() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from authz_server import stack
 from authz_server.demo import TOUR, run_demo
+from authz_server.demo_approval import APPROVAL_STEPS
 
 pytestmark = pytest.mark.e2e
 
@@ -20,6 +21,8 @@ def test_demo_tour_passes_and_stops_everything(
         pytest.skip("envoy not installed")
     assert run_demo(tmp_path / "demo", once=True) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
-    assert f"{len(TOUR)}/{len(TOUR)} steps as expected." in out
+    total = len(TOUR) + len(APPROVAL_STEPS)
+    assert f"{total}/{total} steps as expected." in out
+    assert "approved " in out  # the approvals CLI printed what it did
     assert f"--cacert {tmp_path / 'demo' / 'certs' / 'ca.pem'}" in out
     assert (tmp_path / "demo" / "audit.jsonl").stat().st_size > 0

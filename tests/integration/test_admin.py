@@ -97,7 +97,7 @@ async def test_approve_refused(
     error = await refused(admin, pki, "Approve", request, pb.Approval, pki.client(approver))
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
     assert message in (error.details() or "")
-    assert await admin_store.consume(action) is ApprovalState.REQUIRED
+    assert (await admin_store.consume(action)).state is ApprovalState.REQUIRED
 
 
 async def test_approve_then_single_use(
@@ -113,8 +113,8 @@ async def test_approve_then_single_use(
         ALICE,
         RELEASE,
     )
-    assert await admin_store.consume(action) is ApprovalState.GRANTED
-    assert await admin_store.consume(action) is ApprovalState.REQUIRED
+    assert (await admin_store.consume(action)).state is ApprovalState.GRANTED
+    assert (await admin_store.consume(action)).state is ApprovalState.REQUIRED
 
 
 async def test_reject_denies_retries(
@@ -126,7 +126,7 @@ async def test_reject_denies_retries(
     request = pb.DecideRequest(approval_id=action.approval_id)
     approval = await call(admin, pki, "Reject", request, pb.Approval, pki.client(CAROL))
     assert approval.status == "rejected"
-    assert await admin_store.consume(action) is ApprovalState.DENIED
+    assert (await admin_store.consume(action)).state is ApprovalState.DENIED
     again = await refused(admin, pki, "Approve", request, pb.Approval, pki.client(ALICE))
     assert again.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert f"already rejected by {CAROL}" in (again.details() or "")

@@ -55,7 +55,7 @@ async def test_approvals_cli(
     out = capsys.readouterr().out
     assert out.startswith(f"approved {action.approval_id}")
     assert "valid for one use until" in out
-    assert await admin_store.consume(action) is ApprovalState.GRANTED
+    assert (await admin_store.consume(action)).state is ApprovalState.GRANTED
 
 
 async def test_refusal_exits_1_with_reason(

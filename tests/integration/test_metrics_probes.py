@@ -113,7 +113,12 @@ async def test_probes(server: tuple[RunningServer, devcerts.Authority]) -> None:
     assert await http_get(port, "/healthz") == (200, "ok\n")
     status, body = await readyz(port)
     assert status == 200
-    assert body["checks"] == {"policy_and_bundles": "ok", "draining": "ok"}
+    assert body["checks"] == {
+        "policy_and_bundles": "ok",
+        "draining": "ok",
+        "store": "ok",
+        "audit": "ok",
+    }
     assert running.state is not None
     assert body["detail"]["policy"]["version"] == running.state.policy.version
     assert body["detail"]["last_reload_error"] is None

@@ -302,6 +302,7 @@ async def test_audit_record_per_decision(
         "latency_us",
         "body_digest",
         "approval_id",
+        "approver",
         "prev",
         "hash",
     }

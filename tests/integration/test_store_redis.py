@@ -47,7 +47,7 @@ async def main(url, action):
     await control.rpush("test:ready", "1")
     await control.blpop(["test:go"], timeout=30)
     states = await asyncio.gather(*(store.consume(action) for _ in range(25)))
-    print(json.dumps([s.value for s in states]))
+    print(json.dumps([s.state.value for s in states]))
     await store.close()
     await control.aclose()
 
@@ -70,7 +70,7 @@ async def test_one_grant_across_two_processes(redis_url: str) -> None:
     store = RedisStore(redis_url)
     control = aioredis.Redis.from_url(redis_url)
     try:
-        assert await store.consume(ACTION) is ApprovalState.REQUIRED
+        assert (await store.consume(ACTION)).state is ApprovalState.REQUIRED
         assert (await store.approve(ACTION.approval_id, HUMAN)).record is not None
         fields = {**ACTION.__class__.__dataclass_fields__}
         payload = json.dumps({name: getattr(ACTION, name) for name in fields})
@@ -154,7 +154,7 @@ async def test_outage_fails_closed_and_recovers(own_redis: RedisServer) -> None:
 
         own_redis.restart()  # no persistence: the restarted server is empty
         await store.ping()
-        assert await store.consume(ACTION) is ApprovalState.REQUIRED
+        assert (await store.consume(ACTION)).state is ApprovalState.REQUIRED
         assert (await store.hit("k", 1, 1.0)).allowed
         ticker.t += 0.5
         assert await store.revoked(agent) is None

@@ -58,6 +58,37 @@ TLS = {"tls_cert": "c.pem", "tls_key": "k.pem", "allowed_callers": ("spiffe://ex
         pytest.param(
             {"workload_api": "tcp://127.0.0.1:1"}, "expected a unix socket", id="tcp-socket"
         ),
+        pytest.param({"store": "mysql://db"}, "--store 'mysql://db'", id="unknown-store"),
+        pytest.param(
+            {"store": "redis://h:6379/x"}, "the database must be a number", id="redis-db-name"
+        ),
+        pytest.param(
+            {"workers": 2},
+            "--workers 2: N>1 needs a shared store: --store redis://HOST:PORT/DB",
+            id="workers-on-memory-store",
+        ),
+        pytest.param(
+            {"workers": 2, "store": "redis://h:6379/0", "listen": "0.0.0.0:0"},
+            "needs a fixed --listen port",
+            id="workers-on-port-zero",
+        ),
+        pytest.param({"workers": 0}, "--workers must be between 1 and 64", id="zero-workers"),
+        pytest.param({"admin_listen": "9192"}, "--admin-listen '9192'", id="admin-listen-no-host"),
+        pytest.param(
+            {"admin_tls_cert": "c.pem"},
+            "--admin-tls-cert and --admin-tls-key",
+            id="admin-cert-only",
+        ),
+        pytest.param(
+            {"admin_insecure_local": True, "admin_tls_cert": "c.pem", "admin_tls_key": "k.pem"},
+            "choose one: --admin-tls-cert/--admin-tls-key or --admin-insecure-local",
+            id="admin-insecure-and-tls",
+        ),
+        pytest.param(
+            {"admin_insecure_local": True, "admin_listen": "0.0.0.0:9192"},
+            "--admin-insecure-local binds loopback only",
+            id="admin-insecure-off-loopback",
+        ),
     ],
 )
 def test_refused(fields: dict[str, Any], message: str) -> None:
@@ -80,6 +111,12 @@ def test_refused(fields: dict[str, Any], message: str) -> None:
             id="tls-workload-api",
         ),
         pytest.param({"listen": "[::1]:9191", "metrics_listen": "127.0.0.1:0"}, id="ipv6-listen"),
+        pytest.param(
+            {"workers": 4, "store": "redis://redis:6379/0", "listen": "0.0.0.0:9191"},
+            id="workers-on-redis",
+        ),
+        pytest.param({"admin_insecure_local": True}, id="admin-insecure-on-loopback"),
+        pytest.param({"admin_listen": None}, id="admin-off"),
     ],
 )
 def test_accepted(fields: dict[str, Any]) -> None:
@@ -97,3 +134,32 @@ def test_serve_flags_from_environment(
     monkeypatch.delenv("AUTHZ_WORKLOAD_API", raising=False)
     assert cli.main(["serve", "--policy", "p.yaml"]) == 1
     assert "--tls-workload-api needs the socket" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("fields", "enabled"),
+    [
+        pytest.param({}, False, id="no-credentials"),
+        pytest.param({"admin_tls_cert": "c", "admin_tls_key": "k"}, True, id="files"),
+        pytest.param({"workload_api": "unix:///s"}, True, id="workload-api-svid"),
+        pytest.param({"admin_insecure_local": True}, True, id="insecure-local"),
+        pytest.param({"admin_listen": None, "admin_insecure_local": True}, False, id="off"),
+    ],
+)
+def test_admin_enabled(fields: dict[str, Any], enabled: bool) -> None:
+    """The admin API runs only with an address and a way to authenticate its callers."""
+    assert Settings(policy="p.yaml", **fields).admin_enabled is enabled
+
+
+def test_worker_settings() -> None:
+    """Worker i gets the metrics port + i and its own audit file; port 0 stays ephemeral."""
+    from authz_server.workers import worker_settings
+
+    base = Settings(policy="p.yaml", metrics_listen="0.0.0.0:9090", audit_log="/var/a.jsonl")
+    second = worker_settings(base, 1)
+    assert (second.metrics_listen, second.audit_log, second.worker, second.workers) == (
+        "0.0.0.0:9091", "/var/a.jsonl.worker1", 1, 1,
+    )  # fmt: skip
+    ephemeral = Settings(policy="p.yaml", metrics_listen="127.0.0.1:0", audit_log="-")
+    third = worker_settings(ephemeral, 3)
+    assert (third.metrics_listen, third.audit_log) == ("127.0.0.1:0", "-")

@@ -11,12 +11,15 @@ judged" must fail differently (SPEC §5.4, §7):
              does not grant, and a deny rule applies (fail closed)
 
 A rule's conditions run in a fixed order, cheapest and most specific first (`rank`):
-schedule, headers, query, body, expr. Stateful conditions (rate limits, approvals: an
-async `Store`) come last, and only for a rule whose stateless conditions all hold.
+schedule, headers, query, body, expr. Stateful conditions (rate limits, then approvals:
+an async `Store`) come last, and only for a rule whose stateless conditions all hold.
+A rate limit runs before the approval, so that a request refused for its rate never
+uses up a granted approval.
 
 `RequestContext` is what one Check offers: the request, the verified caller, the time
-of the Check, and the body and query parsed lazily, at most once, and only when a
-candidate rule asks for them.
+of the Check, the store (None when stateful conditions must not run: explain, replay),
+and the body and query parsed lazily, at most once, and only when a candidate rule asks
+for them.
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from authz_server.decision import Reason
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.policy.conditions.jsonbody import BodyDocument, read_json_body
 from authz_server.policy.conditions.query import parse_query
+
+if TYPE_CHECKING:
+    from authz_server.state.store import Store
 
 __all__ = [
     "HOLDS",
@@ -64,6 +70,11 @@ class ConditionResult:
     #: What a deny rule reports when it applies because of this UNKNOWN (default
     #: `reason`): `denied_by_rule` when one reading of an ambiguous request matches it.
     deny_reason: Reason | None = None
+    #: Stateful conditions only: the approval this request is about (header, body, audit),
+    #: who approved it (on a granted approval), and seconds until a rate limit admits one.
+    approval_id: str | None = None
+    approver: str | None = None
+    retry_after: int | None = None
 
     @property
     def holds(self) -> bool:
@@ -112,6 +123,7 @@ class RequestContext:
         "path",
         "query",
         "spiffe_id",
+        "store",
     )
 
     def __init__(
@@ -125,6 +137,7 @@ class RequestContext:
         body: bytes | None = None,
         spiffe_id: SpiffeId | None = None,
         now: datetime | None = None,
+        store: Store | None = None,
     ) -> None:
         self.method = method
         self.host = host
@@ -134,6 +147,8 @@ class RequestContext:
         self.body = body
         self.spiffe_id = spiffe_id
         self.now = now if now is not None else datetime.now(UTC)
+        #: Where stateful conditions keep their state; None: they are not evaluated.
+        self.store = store
         self._body: BodyDocument | None = None
         self._query: Mapping[str, str] | bool | None = False
         #: Per-Check values that condition kinds derive once (CEL activation, MCP call).
@@ -183,8 +198,13 @@ class StatefulCondition(Protocol):
     @property
     def rank(self) -> int: ...
 
-    async def evaluate(self, ctx: RequestContext, params: Mapping[str, str]) -> ConditionResult:
+    async def evaluate(
+        self, ctx: RequestContext, params: Mapping[str, str], store: Store
+    ) -> ConditionResult:
         """The outcome for one request; never raises, may change state (consume a token)."""
+
+    def preview(self, ctx: RequestContext, params: Mapping[str, str]) -> str:
+        """What `evaluate` would consult, for a trace that must not touch the store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,10 +260,27 @@ class When:
         params: Mapping[str, str],
         steps: list[dict[str, object]] | None = None,
     ) -> ConditionResult:
-        """The stateful conditions, in order; stops at the first that does not hold."""
+        """The stateful conditions, in order; stops at the first that does not hold.
+
+        Without a store (`ctx.store is None`: explain, replay) none is evaluated: each is
+        listed as `not_evaluated` with what it would consult, and they count as holding.
+        """
+        store = ctx.store
+        if store is None:
+            if steps is not None:
+                steps.extend(
+                    {
+                        "condition": c.kind,
+                        "outcome": "not_evaluated",
+                        "detail": _safe_preview(c, ctx, params),
+                    }
+                    for c in self.stateful
+                )
+            return HOLDS
+        held = HOLDS
         for i, condition in enumerate(self.stateful):
             try:
-                result = await condition.evaluate(ctx, params)
+                result = await condition.evaluate(ctx, params, store)
             except Exception as error:  # a broken store denies (fail closed), never crashes
                 result = ConditionResult.unknown(Reason.INTERNAL_ERROR, type(error).__name__)
             if steps is not None:
@@ -252,7 +289,9 @@ class When:
                 if steps is not None:
                     steps.extend(_not_evaluated(self.stateful[i + 1 :]))
                 return result
-        return HOLDS
+            if result.approval_id is not None:
+                held = result  # a granted approval: the decision names it and its approver
+        return held
 
 
 def step(kind: str, result: ConditionResult) -> dict[str, object]:
@@ -262,6 +301,10 @@ def step(kind: str, result: ConditionResult) -> dict[str, object]:
         entry["reason"] = result.reason.value
     if result.detail:
         entry["detail"] = result.detail
+    if result.approval_id is not None:
+        entry["approval_id"] = result.approval_id
+    if result.retry_after is not None:
+        entry["retry_after"] = result.retry_after
     return entry
 
 
@@ -269,6 +312,15 @@ def _not_evaluated(
     conditions: tuple[Condition | StatefulCondition, ...],
 ) -> list[dict[str, object]]:
     return [{"condition": c.kind, "outcome": "not_evaluated"} for c in conditions]
+
+
+def _safe_preview(
+    condition: StatefulCondition, ctx: RequestContext, params: Mapping[str, str]
+) -> str:
+    try:
+        return condition.preview(ctx, params)
+    except Exception as error:  # a trace line must never break an explain
+        return f"error: {type(error).__name__}"
 
 
 def _safe(condition: Condition, ctx: RequestContext, params: Mapping[str, str]) -> ConditionResult:

@@ -29,6 +29,8 @@ from authz_server.policy.evaluate import Trace, Verdict, evaluate_rules
 from authz_server.policy.index import CompiledRouteIndex
 from authz_server.policy.load import load_policy_text
 from authz_server.policy.model import Effect, IdentityConfig, Policy, Rule
+from authz_server.state.memory import MemoryStore
+from authz_server.state.store import Store
 
 HEADER = "version: 1\nidentity:\n  trust_domains: [example.org]\n"
 AGENT = "spiffe://example.org/agents/acme/bot"
@@ -55,6 +57,7 @@ def _verdict(
         body=body,
         spiffe_id=parse_spiffe_id(principal) if principal else None,
         now=now,
+        store=MemoryStore(),
     )
     return asyncio.run(evaluate_rules(policy, ctx, trace))
 
@@ -172,9 +175,14 @@ class FakeStateful:
     kind: str = "fake_state"
     rank: int = 100
 
-    async def evaluate(self, ctx: RequestContext, params: Mapping[str, str]) -> ConditionResult:
+    async def evaluate(
+        self, ctx: RequestContext, params: Mapping[str, str], store: Store
+    ) -> ConditionResult:
         self.calls.append(ctx.path)
         return self.result
+
+    def preview(self, ctx: RequestContext, params: Mapping[str, str]) -> str:
+        return "fake"
 
 
 def _rule(rule_id: str, effect: Effect = Effect.ALLOW, when: When | None = None) -> Rule:

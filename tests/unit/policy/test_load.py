@@ -183,8 +183,8 @@ KNOWN_RULE_KEYS = (
              "rules, version)")], id="unknown-top-key"),
         pytest.param(HEADER + "  require_certficate: true\n", [
             (4, None, "identity.require_certficate", "unknown key 'require_certficate' "
-             "(expected one of: deny, require_certificate, sources, trust_domains)")],
-            id="unknown-identity-key"),
+             "(expected one of: deny, jwt_svid, require_certificate, sources, trust_domains, "
+             "xfcc)")], id="unknown-identity-key"),
         pytest.param(RULE + "    principal: ['spiffe://example.org/a']\n", [
             (7, "r", "principal", f"unknown key 'principal' (expected one of: {KNOWN_RULE_KEYS})")],
             id="unknown-rule-key"),
@@ -219,17 +219,19 @@ KNOWN_RULE_KEYS = (
             (2, None, "identity.trust_domains", "expected a list, got str 'example.org'")],
             id="trust-domains-not-list"),
         pytest.param(HEADER + "  sources: [peer, xfcc]\n", [
-            (4, None, "identity.sources[1]", "source 'xfcc' is not supported by this version")],
-            id="source-xfcc"),
+            (4, None, "identity.sources[1]", "source 'xfcc' needs identity.xfcc.trusted_proxies")],
+            id="source-xfcc-without-settings"),
         pytest.param(HEADER + "  sources: [jwt_svid]\n", [
-            (4, None, "identity.sources[0]", "source 'jwt_svid' is not supported by this "
-             "version")], id="source-jwt-svid"),
+            (4, None, "identity.sources[0]", "source 'jwt_svid' needs "
+             "identity.jwt_svid.audiences")], id="source-jwt-svid-without-settings"),
         pytest.param(HEADER + "  sources: [header]\n", [
-            (4, None, "identity.sources[0]", "unknown source 'header' (this version supports: "
-             "peer)")], id="source-unknown"),
+            (4, None, "identity.sources[0]", "unknown source 'header' (expected one of: peer, "
+             "xfcc, jwt_svid)")], id="source-unknown"),
         pytest.param(HEADER + "  xfcc: {trusted_proxies: []}\n", [
-            (4, None, "identity.xfcc", "'xfcc' is not supported by this version (ignoring it "
-             "would loosen the policy)")], id="identity-xfcc-block"),
+            (4, None, "identity.xfcc", "set, but 'xfcc' is not in identity.sources (it would "
+             "do nothing)"),
+            (4, None, "identity.xfcc.trusted_proxies", "at least one proxy is required")],
+            id="identity-xfcc-block-without-source"),
         pytest.param(HEADER + "  require_certificate: 'yes'\n", [
             (4, None, "identity.require_certificate", "expected true or false, got str 'yes'")],
             id="require-certificate-string"),
@@ -296,13 +298,6 @@ KNOWN_RULE_KEYS = (
             id="unauthenticated-string"),
         pytest.param(RULE + "    description: 5\n", [
             (7, "r", "description", "expected a string, got int '5'")], id="description-int"),
-        pytest.param(RULE + "    when: {rate_limit: {requests: 1, per: 1m}}\n", [
-            (7, "r", "when.rate_limit", "'rate_limit' is not supported by this version "
-             "(ignoring it would loosen the policy)")], id="when-rate-limit"),
-        pytest.param(RULE + "    when:\n      approval: {approvers: ['spiffe://example.org/h']}"
-                     "\n", [
-            (8, "r", "when.approval", "'approval' is not supported by this version "
-             "(ignoring it would loosen the policy)")], id="when-approval"),
         pytest.param(HEADER + "x: &a [1]\ny: *a\n", [
             (5, None, None, "YAML syntax error: aliases (*name) are not allowed in policy "
              "files")], id="alias"),
@@ -396,8 +391,52 @@ WHEN_RULE = RULE + "    when:\n"  # conditions from line 8
         pytest.param(RULE + "    when: [schedule]\n", [
             (7, "r", "when", "expected a mapping, got a list")], id="when-list"),
         pytest.param(WHEN_RULE + "      time: {}\n", [
-            (8, "r", "when.time", "unknown key 'time' (expected one of: body, expr, headers, "
-             "query, schedule)")], id="when-unknown-key"),
+            (8, "r", "when.time", "unknown key 'time' (expected one of: approval, body, expr, "
+             "headers, query, rate_limit, schedule)")], id="when-unknown-key"),
+        pytest.param(WHEN_RULE + "      rate_limit: {per: 1m}\n", [
+            (8, "r", "when.rate_limit.requests", "required (how many requests per 'per')")],
+            id="rate-limit-no-requests"),
+        pytest.param(WHEN_RULE + "      rate_limit: {requests: 0, per: 1m}\n", [
+            (8, "r", "when.rate_limit.requests", "expected a whole number from 1 to 100000, "
+             "got '0'")], id="rate-limit-zero"),
+        pytest.param(WHEN_RULE + "      rate_limit: {requests: true, per: 1m}\n", [
+            (8, "r", "when.rate_limit.requests", "expected a whole number from 1 to 100000, "
+             "got 'True'")], id="rate-limit-bool"),
+        pytest.param(WHEN_RULE + "      rate_limit: {requests: 5, per: 60}\n", [
+            (8, "r", "when.rate_limit.per", "expected a string, got int '60'")],
+            id="rate-limit-bare-number"),
+        pytest.param(WHEN_RULE + "      rate_limit: {requests: 5, per: 1.5m}\n", [
+            (8, "r", "when.rate_limit.per", "duration '1.5m': use e.g. 90s, 15m, 1h30m or 7d")],
+            id="rate-limit-bad-duration"),
+        pytest.param(WHEN_RULE + "      rate_limit: {requests: 5, per: 1m, key: tenant}\n", [
+            (8, "r", "when.rate_limit.key", "expected 'principal', 'rule' or 'header:NAME', "
+             "got 'tenant'")], id="rate-limit-bad-key"),
+        pytest.param(WHEN_RULE + "      rate_limit: {requests: 5, per: 1m, key: 'header:'}\n", [
+            (8, "r", "when.rate_limit.key", "header key 'header:': expected header:NAME with a "
+             "valid header name")], id="rate-limit-empty-header"),
+        pytest.param(WHEN_RULE + "      approval: {ttl: 15m}\n", [
+            (8, "r", "when.approval.approvers", "required (SPIFFE ID patterns of humans)")],
+            id="approval-no-approvers"),
+        pytest.param(WHEN_RULE + "      approval: {approvers: []}\n", [
+            (8, "r", "when.approval.approvers", "needs an approver")], id="approval-empty"),
+        pytest.param(WHEN_RULE + "      approval: {approvers: ['spiffe://other.org/h']}\n", [
+            (8, "r", "when.approval.approvers", "approver pattern 'spiffe://other.org/h': trust "
+             "domain 'other.org' is not in identity.trust_domains")], id="approver-foreign-domain"),
+        pytest.param(WHEN_RULE + "      approval: {approvers: ['spiffe://example.org/h'], "
+                     "ttl: 30d}\n", [
+            (8, "r", "when.approval.ttl", "'30d' is longer than 7d")], id="approval-ttl-too-long"),
+        pytest.param(WHEN_RULE + "      approval: {approvers: ['spiffe://example.org/h'], "
+                     "ttl: 0s}\n", [
+            (8, "r", "when.approval.ttl", "duration '0s' must be positive")],
+            id="approval-ttl-zero"),
+        pytest.param(HEADER + "rules:\n  - id: r\n    effect: deny\n    when:\n"
+                     "      rate_limit: {requests: 1, per: 1m}\n", [
+            (8, "r", "when.rate_limit", "rate_limit is for allow rules only")],
+            id="rate-limit-on-deny-rule"),
+        pytest.param(HEADER + "rules:\n  - id: r\n    effect: allow\n    unauthenticated: true\n"
+                     "    when:\n      approval: {approvers: ['spiffe://example.org/h']}\n", [
+            (9, "r", "when.approval", "an approval needs an identified caller: not with "
+             "unauthenticated: true")], id="approval-on-unauthenticated-rule"),
         pytest.param(RULE + "    mcp_tools: search\n", [
             (7, "r", "mcp_tools", "expected a list, got str 'search'")], id="mcp-tools-not-list"),
         pytest.param(WHEN_RULE + "      schedule: {timezone: Nowhere/City}\n"

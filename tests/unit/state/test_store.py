@@ -103,7 +103,7 @@ async def test_approval_lifecycle(
     for step, (op, expected) in enumerate(script):
         where = f"step {step}: {op}"
         if op == "consume":
-            assert await store.consume(pending) == ApprovalState(str(expected)), where
+            assert (await store.consume(pending)).state == ApprovalState(str(expected)), where
         elif op == "approve":
             decided = await store.approve(pending.approval_id, HUMAN)
             assert decided.outcome == DecideOutcome(str(expected)), where
@@ -155,8 +155,8 @@ async def test_another_body_is_another_approval(store: Store) -> None:
     assert first.approval_id != second.approval_id
     await store.consume(first)
     await store.approve(first.approval_id, HUMAN)
-    assert await store.consume(second) is ApprovalState.REQUIRED
-    assert await store.consume(first) is ApprovalState.GRANTED
+    assert (await store.consume(second)).state is ApprovalState.REQUIRED
+    assert (await store.consume(first)).state is ApprovalState.GRANTED
 
 
 async def test_list_approvals_shows_live_records_oldest_first(
@@ -189,8 +189,10 @@ async def test_concurrent_consumers_get_one_grant(store: Store) -> None:
     await store.consume(pending)
     await store.approve(pending.approval_id, HUMAN)
     results = await asyncio.gather(*(store.consume(pending) for _ in range(50)))
-    assert results.count(ApprovalState.GRANTED) == 1
-    assert results.count(ApprovalState.REQUIRED) == 49
+    states = [r.state for r in results]
+    assert states.count(ApprovalState.GRANTED) == 1
+    assert states.count(ApprovalState.REQUIRED) == 49
+    assert [r.approver for r in results if r.approver] == [HUMAN]
 
 
 def test_pending_action_rejects_bad_ttl() -> None:

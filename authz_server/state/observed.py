@@ -1,0 +1,83 @@
+"""A `Store` that counts its failures (`authz_store_errors_total{operation}`, SPEC §9).
+
+The server wraps whatever `--store` opened in this, so that the Check path, the admin API
+and the readiness probe are all counted without any of them knowing about metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from authz_server.errors import StoreUnavailable
+from authz_server.identity.spiffe_id import SpiffeId
+from authz_server.state.store import (
+    ApprovalRecord,
+    Consumed,
+    Decided,
+    PendingAction,
+    RateResult,
+    Revocation,
+    Store,
+)
+
+__all__ = ["ObservedStore"]
+
+_T = TypeVar("_T")
+
+
+class ObservedStore:
+    """Passes every call to `inner`; reports each `StoreUnavailable` to `on_error(op)`."""
+
+    def __init__(self, inner: Store, on_error: Callable[[str], None]) -> None:
+        self.inner = inner
+        self.shared = inner.shared
+        self._on_error = on_error
+
+    async def _call(self, operation: str, call: Awaitable[_T]) -> _T:
+        try:
+            return await call
+        except StoreUnavailable:
+            self._on_error(operation)
+            raise
+
+    async def ping(self) -> None:
+        await self._call("ping", self.inner.ping())
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def consume(self, action: PendingAction) -> Consumed:
+        return await self._call("consume", self.inner.consume(action))
+
+    async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
+        return await self._call("get_approval", self.inner.get_approval(approval_id))
+
+    async def list_approvals(self, limit: int = 1000) -> list[ApprovalRecord]:
+        return await self._call("list_approvals", self.inner.list_approvals(limit))
+
+    async def approve(self, approval_id: str, approver: str) -> Decided:
+        return await self._call("approve", self.inner.approve(approval_id, approver))
+
+    async def reject(self, approval_id: str, approver: str) -> Decided:
+        return await self._call("reject", self.inner.reject(approval_id, approver))
+
+    async def hit(self, key: str, limit: int, period_s: float) -> RateResult:
+        return await self._call("rate_limit", self.inner.hit(key, limit, period_s))
+
+    async def revoke(self, pattern: str, ttl_s: float, reason: str, by: str) -> Revocation:
+        return await self._call("revoke", self.inner.revoke(pattern, ttl_s, reason, by))
+
+    async def unrevoke(self, pattern: str) -> bool:
+        return await self._call("unrevoke", self.inner.unrevoke(pattern))
+
+    async def list_revocations(self) -> list[Revocation]:
+        return await self._call("list_revocations", self.inner.list_revocations())
+
+    async def revoked(self, spiffe_id: SpiffeId) -> Revocation | None:
+        # Every Check comes here: no extra coroutine layer on the hot path.
+        try:
+            return await self.inner.revoked(spiffe_id)
+        except StoreUnavailable:
+            self._on_error("revoked")
+            raise

@@ -1,7 +1,8 @@
 """`authz-server` commands: argparse → Settings → run.
 
-Every `serve` flag also reads an `AUTHZ_*` environment variable (flag wins). Repeatable
-flags take a comma-separated list from the environment.
+Every flag of every command also reads an `AUTHZ_*` environment variable (`--trust-bundle`
+→ `AUTHZ_TRUST_BUNDLE`); a flag on the command line wins. Repeatable flags take a
+comma-separated list from the environment, switches take 1/true/yes/on.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     devcerts = commands.add_parser("dev-certs", help="mint a local CA and X509-SVIDs")
     devcerts.add_argument("--out", required=True)
     devcerts.add_argument("--trust-domain", required=True)
-    devcerts.add_argument("--id", action="append", default=[], metavar="NAME=SPIFFE_ID", required=True)
+    devcerts.add_argument(
+        "--id", action="append", default=[], metavar="NAME=SPIFFE_ID", required=True
+    )
     devcerts.add_argument("--dns", action="append", default=[], metavar="NAME=HOST")
 
     demo = commands.add_parser("demo", help="real Envoy + authz-server + backend on loopback")
@@ -79,7 +82,44 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in _FEATURE_COMMANDS:
         module = importlib.import_module(module_name)
         _COMMANDS.update(module.add_commands(commands))
+    for command in commands.choices.values():
+        apply_environment(command)
     return parser
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+class _EnvironmentList(list[str]):
+    """A repeatable flag's default from the environment: the first value given on the
+    command line replaces it instead of appending to it (argparse copies the default
+    before appending)."""
+
+    def __copy__(self) -> list[str]:
+        return []
+
+
+def apply_environment(parser: argparse.ArgumentParser) -> None:
+    """Give every `--flag` of `parser` its `AUTHZ_FLAG` environment value as default.
+
+    Only defaults change, so a flag given on the command line still wins, and a required
+    flag is satisfied by its variable.
+    """
+    for action in parser._actions:  # argparse has no public iterator over its actions
+        flags = [o for o in action.option_strings if o.startswith("--")]
+        if not flags or isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            continue
+        value = os.environ.get(env_name(max(flags, key=len)))
+        if value is None:
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            action.default = value.strip().lower() in _TRUE
+        elif isinstance(action, argparse._AppendAction):
+            action.default = _EnvironmentList(v.strip() for v in value.split(",") if v.strip())
+        else:
+            converter = action.type if callable(action.type) else str
+            action.default = converter(value)
+        action.required = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -302,3 +302,38 @@ def test_serve_refuses_missing_bundle_file(policy: Path, tmp_path: Path) -> None
     )
     assert result.returncode == 1
     assert "missing.pem" in result.stderr
+
+
+def test_every_command_reads_authz_variables(policy: Path) -> None:
+    """Flags of offline commands come from AUTHZ_* too; a required flag is satisfied by it."""
+    result = run(
+        "check",
+        "--path",
+        "/v1/orders/7",
+        env={
+            "AUTHZ_POLICY": str(policy),
+            "AUTHZ_METHOD": "GET",
+            "AUTHZ_PRINCIPAL": "spiffe://example.org/ns/shop/sa/web",
+            "AUTHZ_EXPLAIN": "true",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["rule"] == "orders-read"
+    assert "trace" in output
+
+
+def test_repeatable_flag_on_the_command_line_replaces_the_environment() -> None:
+    """`--header` given on the command line replaces AUTHZ_HEADER instead of adding to it."""
+    from authz_server.cli import build_parser
+
+    environ = dict(os.environ)
+    os.environ["AUTHZ_HEADER"] = "x-a:1,x-b:2"
+    try:
+        parser = build_parser()
+        base = ["check", "--policy", "p", "--method", "GET", "--path", "/"]
+        assert parser.parse_args(base).header == ["x-a:1", "x-b:2"]
+        assert parser.parse_args([*base, "--header", "x-c:3"]).header == ["x-c:3"]
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)

@@ -1,7 +1,8 @@
 """The policy and trust bundles in force, and how they are replaced (SPEC §9 Reload).
 
 `LiveState` owns what the Check path reads: it composes the policy, the file bundles and
-the Workload API bundles into one `Snapshot` and swaps it into the `SnapshotHolder` whole.
+the Workload API bundles (X.509 and JWT) into one `Snapshot` and swaps it into the
+`SnapshotHolder` whole.
 `service.py` reads `holder.snapshot` once per Check, so a Check that started on one
 version finishes on it, whatever is swapped in meanwhile.
 
@@ -41,6 +42,7 @@ from typing import Any, Generic, TypeVar
 from cryptography import x509
 
 from authz_server.errors import AuthzError, PolicyError
+from authz_server.identity.bundle_json import JwtAuthority
 from authz_server.identity.bundles import DomainBundle, TrustBundles
 from authz_server.metrics import Metrics
 from authz_server.pipeline import Snapshot
@@ -61,6 +63,7 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 Authorities = tuple[x509.Certificate, ...]
+JwtBundles = Mapping[str, Mapping[str, JwtAuthority]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,14 +101,17 @@ def readiness_problem(
 def compose_bundles(
     files: Mapping[str, DomainBundle],
     workload: Mapping[str, tuple[x509.Certificate, ...]] | None,
+    workload_jwt: JwtBundles | None = None,
 ) -> TrustBundles:
     """One `TrustBundles` from both sources; a `--trust-bundle` file wins over the
-    Workload API for its trust domain (the operator named it explicitly)."""
+    Workload API for its trust domain (the operator named it explicitly), X.509 and JWT
+    keys alike: a PEM file, which holds no JWT keys, leaves that domain without any."""
     authorities = dict(workload or {})
+    jwt = dict(workload_jwt or {})
     for trust_domain, bundle in files.items():
         authorities[trust_domain] = bundle.x509_authorities
-    jwt = {td: b.jwt_authorities for td, b in files.items() if b.jwt_authorities}
-    return TrustBundles(authorities, jwt)
+        jwt[trust_domain] = bundle.jwt_authorities
+    return TrustBundles(authorities, {td: keys for td, keys in jwt.items() if keys})
 
 
 class LiveState:
@@ -126,6 +132,7 @@ class LiveState:
         self.policy_loaded_at = datetime.now(UTC)
         self.file_bundles: Mapping[str, DomainBundle] = dict(file_bundles)
         self.workload_bundles: Mapping[str, tuple[x509.Certificate, ...]] | None = None
+        self.workload_jwt_bundles: JwtBundles | None = None
         self._workload_api = workload_api
         self.failures: dict[str, ReloadFailure] = {}
         #: Called with the new bundles after each publish (TLS client CAs follow them).
@@ -168,6 +175,11 @@ class LiveState:
         self.workload_bundles = dict(bundles)
         await self._changed()
 
+    async def set_workload_jwt_bundles(self, bundles: JwtBundles) -> None:
+        """The full set of JWT bundles from the Workload API (each update replaces it)."""
+        self.workload_jwt_bundles = dict(bundles)
+        await self._changed()
+
     def record_failure(self, source: str, errors: Sequence[str]) -> None:
         self.failures[source] = ReloadFailure(source, datetime.now(UTC), tuple(errors))
 
@@ -181,7 +193,8 @@ class LiveState:
 
     def _publish(self) -> None:
         files, workload = self.file_bundles, self.workload_bundles
-        overlap = frozenset(files) & frozenset(workload or {})
+        workload_jwt = self.workload_jwt_bundles
+        overlap = frozenset(files) & (frozenset(workload or {}) | frozenset(workload_jwt or {}))
         if overlap != self._overlap and overlap:
             log.warning(
                 "trust domain(s) %s have both a --trust-bundle file and a Workload API "
@@ -189,7 +202,7 @@ class LiveState:
                 ", ".join(sorted(overlap)),
             )
         self._overlap = overlap
-        bundles = compose_bundles(files, workload)
+        bundles = compose_bundles(files, workload, workload_jwt)
         waiting = self._workload_api and workload is None
         problem = readiness_problem(
             self.policy, bundles, needs_bundles=self._workload_api, waiting=waiting

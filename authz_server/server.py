@@ -256,6 +256,7 @@ async def start_server(
             running.probes.add_check(name, check)
         await running.probes.start(settings.metrics_listen)
 
+    await observed.start()  # revocations loaded before the first Check; closed by stop()
     await server.start()
     try:
         running.admin = await start_admin_beside(settings, state, observed)
@@ -263,6 +264,7 @@ async def start_server(
         await server.stop(0)
         if running.probes is not None:
             await running.probes.stop()
+        await observed.close()
         raise
     await running.refresh_health()
     if state.problem:
@@ -274,7 +276,10 @@ async def start_server(
     running._tasks.append(asyncio.create_task(running.reloader.run()))
     if settings.workload_api is not None:
         running.workload_api = WorkloadApiSource(
-            settings.workload_api, _on_workload_update(running, settings), metrics
+            settings.workload_api,
+            _on_workload_update(running, settings),
+            metrics,
+            on_jwt_update=state.set_workload_jwt_bundles,
         )
         running._tasks.append(asyncio.create_task(running.workload_api.run()))
     if settings.audit_log:
@@ -378,6 +383,12 @@ def _detail(running: RunningServer) -> dict[str, Any]:
             "restarts": source.restarts,
             "last_error": source.last_error,
         }
+        if source.jwt is not None:
+            detail["workload_api"]["jwt_bundles"] = {
+                "updates": source.jwt.updates,
+                "restarts": source.jwt.restarts,
+                "last_error": source.jwt.last_error,
+            }
     if running.tls is not None:
         detail["tls"] = {
             "serving": running.tls.certificate.spiffe_id,

@@ -6,12 +6,14 @@ fail, never skip, when it is missing. Conftests re-export the fixtures defined h
 - `redis_server` (session): one shared server; `redis_url` (function) flushes it and gives
   its URL, so tests do not see each other's keys;
 - `own_redis` (function): a private server a test may `kill()` and `restart()` on the same
-  port, for outage tests.
+  port, or `pause()` and `resume()` (SIGSTOP / SIGCONT: connections are accepted by the
+  kernel and never answered, a blackholed Redis), for outage tests.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -87,6 +89,16 @@ class RedisServer:
         if self.process is not None and self.process.stderr:
             self.process.stderr.close()
         self.process = None
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): it accepts connections and answers nothing."""
+        assert self.process is not None and self.process.poll() is None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         """Kill and start again on the same port (the data is gone: no persistence)."""

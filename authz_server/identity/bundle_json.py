@@ -14,6 +14,11 @@
 
 Any other problem rejects the whole document (`ConfigError` quoting the key index), so a
 reload keeps the last good bundle instead of trusting half a file.
+
+`parse_jwt_bundle` reads what the Workload API's `FetchJWTBundles` streams: a standard
+RFC 7517 JWK Set per trust domain, whose keys are all JWT authorities. SPIRE omits the
+SPIFFE `use` member there, so a key without `use` counts as `jwt-svid`; a key that names
+another use is ignored, and every other rule above applies unchanged.
 """
 
 from __future__ import annotations
@@ -32,7 +37,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from authz_server.errors import ConfigError, quote
 
-__all__ = ["JwtAuthority", "ParsedBundle", "parse_bundle_json", "public_key_from_jwk"]
+__all__ = [
+    "JwtAuthority",
+    "ParsedBundle",
+    "parse_bundle_json",
+    "parse_jwt_bundle",
+    "public_key_from_jwk",
+]
 
 USE_X509 = "x509-svid"
 USE_JWT = "jwt-svid"
@@ -64,6 +75,18 @@ class ParsedBundle:
 
 def parse_bundle_json(data: bytes, where: str) -> ParsedBundle:
     """Parse a SPIFFE bundle document; `ConfigError` (prefixed with `where`) when invalid."""
+    return _parse(data, where, jwt_only=False)
+
+
+def parse_jwt_bundle(data: bytes, where: str) -> ParsedBundle:
+    """Parse a Workload API JWT bundle (a JWK Set of JWT authorities); `ConfigError` when
+    invalid. Empty bytes, like `"keys": []`, trust nothing: the domain is distrusted."""
+    if not data:
+        return ParsedBundle((), MappingProxyType({}))
+    return _parse(data, where, jwt_only=True)
+
+
+def _parse(data: bytes, where: str, *, jwt_only: bool) -> ParsedBundle:
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -84,7 +107,10 @@ def parse_bundle_json(data: bytes, where: str) -> ParsedBundle:
         at = f"{where}: key #{index}"
         if not isinstance(key, dict):
             raise ConfigError(f"{at}: must be a JSON object")
-        use = key.get("use")
+        use = key.get("use", USE_JWT) if jwt_only else key.get("use")
+        if jwt_only and use != USE_JWT:
+            ignored.append(f"key #{index}: use {quote(str(use))} in a JWT bundle")
+            continue
         if use not in (USE_X509, USE_JWT):
             ignored.append(f"key #{index}: unknown use {quote(str(use))}")
             continue

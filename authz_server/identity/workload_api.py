@@ -12,6 +12,10 @@ federated bundle; a trust domain missing from it is no longer trusted. A federat
 with no certificates distrusts that domain (py-spiffe would reject the empty bytes and
 close the source, keeping the old trust in force: `_Client` maps them to an empty bundle).
 
+Given `on_jwt_update`, it also runs a `workload_api_jwt.JwtBundleWatcher` beside the
+X509Source (its own stream and client, so that either can fail and recover alone): the
+JWT-SVID keys of a SPIRE-only deployment come from the agent too.
+
 py-spiffe calls back on its own threads; updates reach the event loop through
 `call_soon_threadsafe`. The blocking constructor runs on a daemon thread so that a
 shutdown never waits for a Workload API that does not answer.
@@ -37,6 +41,7 @@ from spiffe.spiffe_id.spiffe_id import TrustDomain
 
 from authz_server.errors import ConfigError
 from authz_server.identity.bundles import check_trust_domain
+from authz_server.identity.workload_api_jwt import JwtBundles, JwtBundleWatcher
 from authz_server.metrics import Metrics
 from authz_server.tls import ServerCertificate, server_certificate
 
@@ -98,8 +103,14 @@ class WorkloadApiSource:
         connect_timeout: float = 10.0,
         backoff: tuple[float, float] = (0.5, 30.0),
         poll_interval: float = 0.25,
+        on_jwt_update: Callable[[JwtBundles], Awaitable[None]] | None = None,
     ) -> None:
         self.socket = socket
+        self.jwt = (
+            JwtBundleWatcher(socket, on_jwt_update, backoff=backoff)
+            if on_jwt_update is not None
+            else None
+        )
         self._on_update = on_update
         self._metrics = metrics
         self._connect_timeout = connect_timeout
@@ -113,7 +124,19 @@ class WorkloadApiSource:
         self._client: Any = None
 
     async def run(self) -> None:
-        """Create, watch and recreate the source until `close()`."""
+        """Create, watch and recreate the source (and the JWT stream) until `close()`."""
+        if self.jwt is None:
+            await self._run_x509()
+            return
+        jwt = asyncio.get_running_loop().create_task(self.jwt.run(), name="workload-api-jwt")
+        try:
+            await self._run_x509()
+        finally:
+            self.jwt.close()
+            jwt.cancel()
+            await asyncio.wait({jwt})
+
+    async def _run_x509(self) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[X509Update] = asyncio.Queue()
         failures = 0
@@ -199,6 +222,8 @@ class WorkloadApiSource:
         """Stop watching; `run()` returns soon after."""
         self._stopping.set()
         self._close_source()
+        if self.jwt is not None:
+            self.jwt.close()
 
 
 async def _on_daemon_thread(function: Callable[[], _T]) -> _T:

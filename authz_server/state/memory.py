@@ -6,8 +6,9 @@ may drive it from more than one). Nothing here is shared between processes, whic
 `--workers N>1` refuses this store.
 
 Memory stays bounded: expired approvals and revocations are dropped when touched and by a
-periodic sweep, and rate windows keep at most `limit` timestamps per key, idle keys being
-swept once their window has passed.
+periodic sweep, each principal has at most `max_pending` live pending approvals
+(`MAX_PENDING_PER_PRINCIPAL` by default, see `store`), and rate windows keep at most
+`limit` timestamps per key, idle keys being swept once their window has passed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from authz_server.clock import Clock, SystemClock
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.state.revocations import RevocationSet, check_revocation
 from authz_server.state.store import (
+    MAX_PENDING_PER_PRINCIPAL,
     US,
     ApprovalRecord,
     ApprovalState,
@@ -47,10 +49,17 @@ class MemoryStore:
 
     shared = False
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(
+        self, clock: Clock | None = None, *, max_pending: int = MAX_PENDING_PER_PRINCIPAL
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {max_pending}")
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
+        self._max_pending = max_pending
         self._approvals: dict[str, ApprovalRecord] = {}
+        # principal → the ids of its pending records, oldest first (may hold stale ids)
+        self._pending: dict[str, dict[str, None]] = {}
         # key → (period in µs, timestamps of allowed hits, oldest first)
         self._rates: dict[str, tuple[int, deque[int]]] = {}
         self._revocations = RevocationSet(())
@@ -58,6 +67,9 @@ class MemoryStore:
 
     def _now(self) -> int:
         return to_us(self._clock.now().timestamp())
+
+    async def start(self) -> None:
+        return None
 
     async def ping(self) -> None:
         return None
@@ -79,7 +91,14 @@ class MemoryStore:
             now = self._now()
             record = self._live(action.approval_id, now)
             if record is None:
+                pending = self._pending.setdefault(action.principal, {})
+                if len(pending) >= self._max_pending:
+                    self._prune(pending, now)
+                if len(pending) >= self._max_pending:
+                    first = min(self._approvals[i].expires_us for i in pending)
+                    return Consumed(ApprovalState.LIMITED, retry_after_s=(first - now) / US)
                 self._approvals[action.approval_id] = ApprovalRecord.pending(action, now)
+                pending[action.approval_id] = None
                 self._wrote(now)
                 return _REQUIRED
             if record.status is ApprovalStatus.APPROVED:
@@ -89,6 +108,13 @@ class MemoryStore:
                 return _DENIED
             return _REQUIRED
 
+    def _prune(self, ids: dict[str, None], now: int) -> None:
+        """Keep only the live pending records of one principal's ids."""
+        for approval_id in list(ids):
+            record = self._live(approval_id, now)
+            if record is None or record.status is not ApprovalStatus.PENDING:
+                del ids[approval_id]
+
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
         with self._lock:
             return self._live(approval_id, self._now())
@@ -97,8 +123,8 @@ class MemoryStore:
         with self._lock:
             now = self._now()
             live = [r for r in self._approvals.values() if r.expires_us > now]
-        live.sort(key=lambda r: (r.created_us, r.approval_id))
-        return live[:limit]
+        live.sort(key=lambda r: (r.created_us, r.approval_id), reverse=True)
+        return live[: max(limit, 0)]
 
     async def approve(self, approval_id: str, approver: str) -> Decided:
         return self._decide(approval_id, approver, ApprovalStatus.APPROVED)
@@ -191,5 +217,9 @@ class MemoryStore:
     def _sweep(self, now: int) -> None:
         for approval_id in [a for a, r in self._approvals.items() if r.expires_us <= now]:
             del self._approvals[approval_id]
+        for principal, ids in list(self._pending.items()):
+            self._prune(ids, now)
+            if not ids:
+                del self._pending[principal]
         for key in [k for k, (p, w) in self._rates.items() if not w or w[-1] <= now - p]:
             del self._rates[key]

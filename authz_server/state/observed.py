@@ -41,6 +41,9 @@ class ObservedStore:
             self._on_error(operation)
             raise
 
+    async def start(self) -> None:
+        await self.inner.start()
+
     async def ping(self) -> None:
         await self._call("ping", self.inner.ping())
 

@@ -7,6 +7,8 @@ and read time from an injected `Clock`, never from the store server.
 Approvals (SPEC §6.1) — one record per action fingerprint (the approval id):
 
     consume(action)  no live record      → create a pending one,        REQUIRED
+                     … but the principal already has MAX_PENDING_PER_PRINCIPAL
+                       live pending records → create nothing,           LIMITED
                      pending             →                              REQUIRED
                      approved (in ttl)   → delete it, atomically,       GRANTED  (one use,
                                                                         with the approver)
@@ -16,6 +18,14 @@ Approvals (SPEC §6.1) — one record per action fingerprint (the approval id):
 A pending record also lives `ttl` from its creation; after that the next identical request
 creates a new one. `consume` is atomic: of any number of concurrent consumers of one granted
 approval, on any number of replicas sharing the store, exactly one gets GRANTED.
+
+The cap bounds what one principal (a runaway or hostile agent) can put in front of the
+approvers: its requests beyond the cap are refused (LIMITED, with the seconds until its
+earliest pending record expires; the approval condition answers `rate_limited`) instead of
+evicting its older records, so the queue the humans are working through never changes
+under them and nothing is ever allowed by it. Its existing records keep working: an
+approved one is still GRANTED once, and deciding one frees a slot. `list_approvals` shows
+the newest `limit` live records first.
 
 Rate limits are a sliding-window log: a hit at `now` is allowed iff fewer than `limit` hits
 were allowed in the half-open window (now - period, now]. So at most `limit` requests pass
@@ -37,6 +47,7 @@ from typing import Protocol
 from authz_server.identity.spiffe_id import SpiffeId
 
 __all__ = [
+    "MAX_PENDING_PER_PRINCIPAL",
     "ApprovalRecord",
     "ApprovalState",
     "ApprovalStatus",
@@ -51,6 +62,8 @@ __all__ = [
 ]
 
 US = 1_000_000
+#: Live pending approval records one principal may have at a time (see above).
+MAX_PENDING_PER_PRINCIPAL = 100
 
 
 def to_us(seconds: float) -> int:
@@ -64,14 +77,18 @@ class ApprovalState(enum.StrEnum):
     GRANTED = "granted"
     REQUIRED = "required"
     DENIED = "denied"
+    #: No record was created: the principal has too many pending ones.
+    LIMITED = "limited"
 
 
 @dataclass(frozen=True, slots=True)
 class Consumed:
-    """What `consume` returns: the state, and on GRANTED who approved (for the audit log)."""
+    """What `consume` returns: the state, on GRANTED who approved (for the audit log), on
+    LIMITED the seconds until the principal's earliest pending record expires."""
 
     state: ApprovalState
     approver: str | None = None
+    retry_after_s: float = 0.0
 
 
 class ApprovalStatus(enum.StrEnum):
@@ -188,6 +205,10 @@ class Store(Protocol):
     #: False for a store private to one process (refused with `--workers N>1`).
     shared: bool
 
+    async def start(self) -> None:
+        """Begin background work (the Redis store's revocation refresh); never raises
+        `StoreUnavailable`. Called once by the server before it serves; `close` stops it."""
+
     async def ping(self) -> None:
         """Return when the store answers; `StoreUnavailable` otherwise (readiness)."""
 
@@ -196,13 +217,15 @@ class Store(Protocol):
 
     # approvals (SPEC §6.1)
     async def consume(self, action: PendingAction) -> Consumed:
-        """Use a granted approval once, or report (and create) the pending/denied state."""
+        """Use a granted approval once, or report (and create) the pending/denied state;
+        LIMITED when a new pending record would exceed the principal's cap."""
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
         """The live record with that id, if any."""
 
     async def list_approvals(self, limit: int = 1000) -> list[ApprovalRecord]:
-        """Live records (pending, approved and unused, rejected), oldest first."""
+        """The `limit` newest live records (pending, approved and unused, rejected), newest
+        first (by creation time)."""
 
     async def approve(self, approval_id: str, approver: str) -> Decided:
         """Approve a live pending record for one use within its ttl."""
@@ -225,4 +248,5 @@ class Store(Protocol):
         """Revocations in force, by pattern."""
 
     async def revoked(self, spiffe_id: SpiffeId) -> Revocation | None:
-        """The revocation in force for `spiffe_id`, if any (the hot-path check)."""
+        """The revocation in force for `spiffe_id`, if any (the hot-path check: it never
+        waits on a remote store, see `redis_revocations`)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from envoy.service.auth.v3 import external_auth_pb2
 
 from authz_server import devcerts
 from authz_server.admin import authz_admin_pb2 as pb
@@ -26,7 +27,7 @@ from tests.integration.serve_support import (
     transfer,
     write_files,
 )
-from tests.integration.support import check, eventually, outcome, readyz, request_for
+from tests.integration.support import CHECK, check, eventually, outcome, readyz, request_for
 from tests.redis_server import RedisServer
 
 
@@ -214,4 +215,25 @@ async def test_redis_outage_fails_closed_and_recovers(own_redis: RedisServer, fi
             assert outcome(await check(channel, transfer())) == "allow"
             assert outcome(await check(channel, release())) == "approval_required"
     finally:
+        await running.stop(1.0)
+
+
+async def test_frozen_redis_does_not_stall_checks_on_store_free_rules(
+    own_redis: RedisServer, files: Files
+) -> None:
+    """Redis frozen (SIGSTOP) with a revocation refresh stuck on it: a Check on a rule that
+    needs no store still answers allow within Envoy's 0.5 s ext_authz timeout."""
+    running = await start_server(files.settings(store=own_redis.url))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            assert outcome(await check(channel, request_for(ALICE))) == "allow"
+            own_redis.pause()
+            await asyncio.sleep(0.7)  # past one refresh interval: a refresh is now stuck
+            raw = await channel.unary_unary(CHECK)(
+                request_for(ALICE).SerializeToString(), timeout=0.5
+            )
+            response = external_auth_pb2.CheckResponse.FromString(raw)
+            assert outcome(response) == "allow"
+    finally:
+        own_redis.resume()
         await running.stop(1.0)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -99,34 +101,97 @@ async def test_one_grant_across_two_processes(redis_url: str) -> None:
 
 
 async def test_revocation_reaches_another_replica(redis_url: str) -> None:
-    """A revocation made on one replica is enforced by another after one refresh interval."""
-    ticker = Ticker()
+    """A revocation made on one replica is enforced by another at its next refresh."""
     writer = RedisStore(redis_url)
-    reader = RedisStore(redis_url, refresh_interval_s=0.5, monotonic=ticker)
+    reader = RedisStore(redis_url, refresh_in_background=False)
     agent = parse_spiffe_id(AGENT)
     try:
-        assert await reader.revoked(agent) is None  # loads the (empty) set
+        await reader.refresh()  # loads the (empty) set
+        assert await reader.revoked(agent) is None
         await writer.revoke("spiffe://example.org/agents/**", 600, "incident 42", HUMAN)
-        ticker.t += 0.499
-        assert await reader.revoked(agent) is None  # still inside the refresh interval
-        ticker.t += 0.001
+        assert await reader.revoked(agent) is None  # the cache, until the next refresh
+        await reader.refresh()
         found = await reader.revoked(agent)
         assert found is not None and found.reason == "incident 42"
         await writer.unrevoke("spiffe://example.org/agents/**")
-        ticker.t += 0.5
+        await reader.refresh()
         assert await reader.revoked(agent) is None
     finally:
         await writer.close()
         await reader.close()
 
 
+async def test_background_refresh_enforces_within_a_second(redis_url: str) -> None:
+    """With the background refresh (what the server runs), another replica's revocation
+    is enforced within one second, and lifting it too."""
+    writer = RedisStore(redis_url)
+    reader = RedisStore(redis_url)
+    agent = parse_spiffe_id(AGENT)
+    try:
+        await reader.start()
+        assert await reader.revoked(agent) is None
+        await writer.revoke(AGENT, 600, "leaked", HUMAN)
+        await asyncio.sleep(1.0)  # the bound under test, not a measurement
+        assert await reader.revoked(agent) is not None
+        await writer.unrevoke(AGENT)
+        await asyncio.sleep(1.0)
+        assert await reader.revoked(agent) is None
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+async def test_never_loaded_revocations_fail_closed(own_redis: RedisServer) -> None:
+    """Until the set was read from Redis once, `revoked` raises instead of guessing."""
+    own_redis.kill()
+    store = RedisStore(own_redis.url, refresh_in_background=False)
+    try:
+        with pytest.raises(StoreUnavailable, match="never loaded"):
+            await store.revoked(parse_spiffe_id(AGENT))
+        await store.start()  # Redis down: start() logs and returns, still closed
+        with pytest.raises(StoreUnavailable, match="never loaded"):
+            await store.revoked(parse_spiffe_id(AGENT))
+        own_redis.start()
+        await store.refresh()
+        assert await store.revoked(parse_spiffe_id(AGENT)) is None
+    finally:
+        await store.close()
+
+
+async def test_revoked_never_waits_for_a_blackholed_redis(own_redis: RedisServer) -> None:
+    """With Redis frozen (SIGSTOP) and a refresh stuck on it, `revoked` answers from memory
+    at once; the refresh is still waiting when it does."""
+    store = RedisStore(own_redis.url)
+    agent, human = parse_spiffe_id(AGENT), parse_spiffe_id(HUMAN)
+    try:
+        await store.start()
+        await store.revoke(AGENT, 600, "leaked", HUMAN)
+        own_redis.pause()
+        stuck = asyncio.create_task(store.refresh())
+        await asyncio.sleep(0.05)  # let it send its GET to the frozen server
+        started = time.monotonic()
+        found = await store.revoked(agent)
+        other = await store.revoked(human)
+        elapsed = time.monotonic() - started
+        assert found is not None and other is None
+        assert elapsed < 0.25, f"revoked() took {elapsed:.3f}s with Redis frozen"
+        assert not stuck.done()  # the refresh really was blocked meanwhile
+    finally:
+        own_redis.resume()
+        with contextlib.suppress(StoreUnavailable):
+            await stuck
+        await store.close()
+
+
 async def test_outage_fails_closed_and_recovers(own_redis: RedisServer) -> None:
     """With Redis down every operation raises StoreUnavailable; after a restart all work again."""
     ticker = Ticker()
-    store = RedisStore(own_redis.url, revocation_max_age_s=2.0, monotonic=ticker)
+    store = RedisStore(
+        own_redis.url, revocation_max_age_s=2.0, monotonic=ticker, refresh_in_background=False
+    )
     agent = parse_spiffe_id(AGENT)
     try:
-        await store.revoke(AGENT, 600, "leaked", HUMAN)
+        await store.revoke(AGENT, 600, "leaked", HUMAN)  # refreshes: confirmed at t=0
         assert await store.revoked(agent) is not None
         own_redis.kill()
 
@@ -139,24 +204,27 @@ async def test_outage_fails_closed_and_recovers(own_redis: RedisServer) -> None:
             store.revoke(AGENT, 60, "again", HUMAN),
             store.unrevoke(AGENT),
             store.list_revocations(),
+            store.refresh(),
         ):
             with pytest.raises(StoreUnavailable, match="redis"):
                 await operation
 
         # Revocations: the last confirmed set serves a short blip, then fails closed.
         ticker.t += 1.0
+        with pytest.raises(StoreUnavailable):
+            await store.refresh()
         assert await store.revoked(agent) is not None
         ticker.t += 1.5
-        with pytest.raises(StoreUnavailable):
+        with pytest.raises(StoreUnavailable, match=r"unconfirmed for 2\.5s"):
             await store.revoked(agent)
-        with pytest.raises(StoreUnavailable):  # no retry within the interval, still closed
+        with pytest.raises(StoreUnavailable):  # everyone, not only the revoked
             await store.revoked(parse_spiffe_id(HUMAN))
 
         own_redis.restart()  # no persistence: the restarted server is empty
         await store.ping()
         assert (await store.consume(ACTION)).state is ApprovalState.REQUIRED
         assert (await store.hit("k", 1, 1.0)).allowed
-        ticker.t += 0.5
+        await store.refresh()
         assert await store.revoked(agent) is None
     finally:
         await store.close()
@@ -179,17 +247,21 @@ async def test_keys_are_namespaced(redis_url: str) -> None:
         await control.aclose()
 
 
-async def test_outage_keeps_the_last_confirmed_revocations_by_default(own_redis: RedisServer) -> None:
+async def test_outage_keeps_the_last_confirmed_revocations_by_default(
+    own_redis: RedisServer,
+) -> None:
     """By default an outage keeps enforcing the last confirmed revocations instead of
     denying every request (SPEC §9: only rules that need the store fail closed)."""
     ticker = Ticker()
-    store = RedisStore(own_redis.url, monotonic=ticker)
+    store = RedisStore(own_redis.url, monotonic=ticker, refresh_in_background=False)
     agent = parse_spiffe_id(AGENT)
     try:
         await store.revoke(AGENT, 600, "leaked", HUMAN)
         assert await store.revoked(agent) is not None
         own_redis.kill()
         ticker.t += 3600.0
+        with pytest.raises(StoreUnavailable):
+            await store.refresh()
         assert await store.revoked(agent) is not None  # still revoked
         assert await store.revoked(parse_spiffe_id(HUMAN)) is None  # others keep working
         with pytest.raises(StoreUnavailable):
@@ -197,3 +269,16 @@ async def test_outage_keeps_the_last_confirmed_revocations_by_default(own_redis:
     finally:
         own_redis.restart()
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("max_age", "message"),
+    [
+        pytest.param(0.5, "must exceed the refresh interval", id="equal-to-interval"),
+        pytest.param(0.1, "must exceed the refresh interval", id="below-interval"),
+    ],
+)
+def test_max_age_must_exceed_the_refresh_interval(max_age: float, message: str) -> None:
+    """A max age within one refresh interval would fail closed between healthy refreshes."""
+    with pytest.raises(ValueError, match=message):
+        RedisStore("redis://127.0.0.1:1/0", refresh_interval_s=0.5, revocation_max_age_s=max_age)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from authz_server import devcerts
 from authz_server.server import RunningServer, start_server
@@ -26,6 +29,7 @@ from tests.integration.support import (
     readyz,
     request_for,
 )
+from tests.unit.identity import sources_support as sources
 from tests.workload_api_server import Svid, WorkloadApiServer
 
 POLICY = """\
@@ -232,3 +236,97 @@ async def _serves(port: int, world: World, client: Client, svid: Svid) -> bool:
     except (ssl.SSLError, OSError):
         return False
     return seen.serial_number == svid.chain[0].serial_number
+
+
+JWT_POLICY = """\
+version: 1
+identity:
+  trust_domains: [example.org]
+  sources: [jwt_svid]
+  jwt_svid: {audiences: [orders]}
+rules:
+  - id: orders-read
+    paths: ["/v1/orders/{id}"]
+    principals: ["spiffe://example.org/ns/shop/sa/*"]
+    effect: allow
+"""
+
+
+@pytest.fixture
+async def jwt_authz(tmp_path: Path, wapi: WorkloadApiServer) -> AsyncIterator[RunningServer]:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(JWT_POLICY)
+    settings = Settings(policy=str(policy), listen="127.0.0.1:0", workload_api=wapi.socket)
+    running = await start_server(settings)
+    yield running
+    await running.stop(1.0)
+
+
+def _bearer(key: ec.EllipticCurvePrivateKey, kid: str) -> Any:
+    now = int(time.time())
+    token = sources.jwt(key, kid=kid, payload=sources.claims(exp=now + 300, iat=now))
+    return request_for(headers={"authorization": f"Bearer {token}"})
+
+
+@pytest.mark.parametrize(
+    "update",
+    [
+        pytest.param({}, id="domain-removed"),
+        pytest.param({"example.org": {}}, id="empty-key-set"),
+        pytest.param({"example.org": b""}, id="empty-bytes"),
+        pytest.param("rotated", id="key-rotated-out"),
+    ],
+)
+async def test_jwt_svid_keys_come_from_the_workload_api(
+    jwt_authz: RunningServer, wapi: WorkloadApiServer, world: World, update: object
+) -> None:
+    """With no bundle file, a JWT-SVID signed by a key only the Workload API serves is
+    verified; an update without that key (each update is the full set) distrusts it."""
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    wapi.publish(world.server_svid(), [world.ca.certificate])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{jwt_authz.port}") as channel:
+        await eventually(lambda: _serving(channel), "SERVING")
+        request = _bearer(key, "k1")
+        assert outcome(await check(channel, request)) == "certificate_invalid"  # no keys yet
+
+        wapi.publish_jwt({"example.org": {"k1": key.public_key()}})
+        await eventually(lambda: _decides(channel, request, "allow"), "the key trusted")
+        assert jwt_authz.state is not None
+        assert set(jwt_authz.state.bundles.jwt_authorities["example.org"]) == {"k1"}
+
+        if update == "rotated":
+            update = {"example.org": {"k2": other.public_key()}}
+        wapi.publish_jwt(update)  # type: ignore[arg-type]
+        await eventually(
+            lambda: _decides(channel, request, "certificate_invalid"), "the key distrusted"
+        )
+    assert jwt_authz.workload_api is not None and jwt_authz.workload_api.jwt is not None
+    assert jwt_authz.workload_api.jwt.restarts == 0
+
+
+async def _decides(channel: grpc.aio.Channel, request: Any, expected: str) -> bool:
+    return outcome(await check(channel, request)) == expected
+
+
+async def test_failed_jwt_stream_is_reopened(
+    jwt_authz: RunningServer, wapi: WorkloadApiServer, world: World
+) -> None:
+    """A non-retryable error ends py-spiffe's JWT bundle stream; the server keeps the last
+    keys, reopens the stream, and later updates arrive again."""
+    key, rotated = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    wapi.publish(world.server_svid(), [world.ca.certificate])
+    wapi.publish_jwt({"example.org": {"k1": key.public_key()}})
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{jwt_authz.port}") as channel:
+        await eventually(lambda: _decides(channel, _bearer(key, "k1"), "allow"), "k1 trusted")
+        watcher = jwt_authz.workload_api.jwt if jwt_authz.workload_api else None
+        assert watcher is not None
+
+        wapi.fail_streams(grpc.StatusCode.INVALID_ARGUMENT)
+        await eventually(lambda: watcher.restarts >= 1, "the JWT stream reopened")
+        assert outcome(await check(channel, _bearer(key, "k1"))) == "allow"  # last keys kept
+
+        wapi.publish_jwt({"example.org": {"k2": rotated.public_key()}})
+        await eventually(
+            lambda: _decides(channel, _bearer(rotated, "k2"), "allow"), "update after reopening"
+        )
+        assert outcome(await check(channel, _bearer(key, "k1"))) == "certificate_invalid"

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from authz_server.devcerts import mint_ca
 from authz_server.identity.bundles import DomainBundle, TrustBundles
@@ -78,6 +79,40 @@ def test_files_win_over_the_workload_api() -> None:
     )
     assert bundles.authorities["example.org"] == (OURS.certificate,)
     assert bundles.authorities["partner.org"] == (PARTNER.certificate,)
+
+
+K_FILE, K_WAPI, K_PARTNER = (ec.generate_private_key(ec.SECP256R1()).public_key() for _ in "abc")
+
+
+@pytest.mark.parametrize(
+    ("files", "workload_jwt", "expected"),
+    [
+        pytest.param({}, {"example.org": {"w": K_WAPI}}, {"example.org": {"w"}}, id="wapi-only"),
+        pytest.param(
+            {"example.org": DomainBundle((), {"f": K_FILE})},
+            {"example.org": {"w": K_WAPI}, "partner.org": {"p": K_PARTNER}},
+            {"example.org": {"f"}, "partner.org": {"p"}},
+            id="file-wins-for-its-domain",
+        ),
+        pytest.param(
+            {"example.org": DomainBundle((OURS.certificate,))},
+            {"example.org": {"w": K_WAPI}},
+            {},
+            id="pem-file-leaves-no-jwt-keys",
+        ),
+        pytest.param({}, {"example.org": {}}, {}, id="empty-set-distrusts"),
+        pytest.param({}, None, {}, id="nothing-yet"),
+    ],
+)
+def test_jwt_keys_compose_like_x509(
+    files: dict[str, DomainBundle],
+    workload_jwt: dict[str, dict[str, object]] | None,
+    expected: dict[str, set[str]],
+) -> None:
+    """JWT keys from the Workload API count per trust domain unless a `--trust-bundle` file
+    names that domain; the file then decides, even when it holds no JWT keys."""
+    bundles = compose_bundles(files, None, workload_jwt)  # type: ignore[arg-type]
+    assert {td: set(keys) for td, keys in bundles.jwt_authorities.items()} == expected
 
 
 POLICY = """\

@@ -11,6 +11,9 @@ asks the store to `consume` an approval for it, atomically:
     granted              → HOLDS, once: the record is gone, a replay needs a new approval;
                            the decision names the approval and its approver (audit log)
     rejected             → FAILS approval_denied until `ttl` after the rejection
+    too many pending     → FAILS rate_limited (429, `retry-after`), no record and no id:
+                           the principal already has `MAX_PENDING_PER_PRINCIPAL` requests
+                           waiting for a human (`state.store`)
     store unreachable    → UNKNOWN internal_error (this rule fails closed, others answer)
 
 The body must be the one the backend will get, or an approval for one body would be
@@ -26,6 +29,7 @@ identified callers (the loader checks both).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -98,6 +102,15 @@ class ApprovalCondition:
         if consumed.state is ApprovalState.DENIED:
             return ConditionResult(
                 Outcome.FAILS, Reason.APPROVAL_DENIED, "rejected", approval_id=approval_id
+            )
+        if consumed.state is ApprovalState.LIMITED:
+            # No record was created: handing out its id would promise an approval nobody
+            # can see. The principal may retry once one of its pending requests is gone.
+            return ConditionResult(
+                Outcome.FAILS,
+                Reason.RATE_LIMITED,
+                "too many pending approvals for this principal",
+                retry_after=max(1, math.ceil(consumed.retry_after_s)),
             )
         return ConditionResult(
             Outcome.FAILS, Reason.APPROVAL_REQUIRED, "awaiting approval", approval_id=approval_id

@@ -7,6 +7,7 @@ hand-driven clock, so both backends are held to exactly the same contract.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,6 +16,7 @@ from authz_server.state.fingerprint import action_fingerprint, body_digest
 from authz_server.state.memory import MemoryStore
 from authz_server.state.redis import RedisStore
 from authz_server.state.store import (
+    MAX_PENDING_PER_PRINCIPAL,
     ApprovalState,
     ApprovalStatus,
     DecideOutcome,
@@ -29,10 +31,14 @@ HUMAN = "spiffe://example.org/humans/release-managers/alice"
 TTL = 900.0
 
 
-def action(body: bytes | None = b'{"amount": 10}', ttl: float = TTL) -> PendingAction:
+def action(
+    body: bytes | None = b'{"amount": 10}', ttl: float = TTL, principal: str = AGENT
+) -> PendingAction:
     return PendingAction(
-        approval_id=action_fingerprint(AGENT, "POST", "pay.internal", "/v1/transfers", "", body),
-        principal=AGENT,
+        approval_id=action_fingerprint(
+            principal, "POST", "pay.internal", "/v1/transfers", "", body
+        ),
+        principal=principal,
         method="POST",
         host="pay.internal",
         path="/v1/transfers",
@@ -159,10 +165,10 @@ async def test_another_body_is_another_approval(store: Store) -> None:
     assert (await store.consume(first)).state is ApprovalState.GRANTED
 
 
-async def test_list_approvals_shows_live_records_oldest_first(
+async def test_list_approvals_shows_live_records_newest_first(
     store: Store, clock: ManualClock
 ) -> None:
-    """Listing shows pending and decided records, never expired or consumed ones."""
+    """Listing shows pending and decided records, newest first, never expired or consumed ones."""
     old, rejected, used, fresh = (action(f"{i}".encode()) for i in range(4))
     for pending in (old, rejected, used):
         await store.consume(pending)
@@ -174,13 +180,117 @@ async def test_list_approvals_shows_live_records_oldest_first(
     await store.consume(fresh)
     listed = [(r.approval_id, r.status) for r in await store.list_approvals()]
     assert listed == [
-        (old.approval_id, ApprovalStatus.PENDING),
-        (rejected.approval_id, ApprovalStatus.REJECTED),
         (fresh.approval_id, ApprovalStatus.PENDING),
+        (rejected.approval_id, ApprovalStatus.REJECTED),
+        (old.approval_id, ApprovalStatus.PENDING),
     ]
     clock.advance(0.5)
-    first = (await store.list_approvals())[0]
-    assert first.approval_id == rejected.approval_id
+    last = (await store.list_approvals())[-1]
+    assert last.approval_id == rejected.approval_id
+
+
+@pytest.mark.parametrize("limit", [pytest.param(1, id="one"), pytest.param(3, id="three"),
+                                   pytest.param(10, id="more-than-live")])  # fmt: skip
+async def test_list_approvals_limit_keeps_the_newest(
+    store: Store, clock: ManualClock, limit: int
+) -> None:
+    """`limit` cuts the listing to the newest records, skipping expired ones on the way."""
+    actions = [action(f"{i}".encode()) for i in range(6)]
+    for pending in actions:
+        await store.consume(pending)
+        clock.advance(10)
+    # The two oldest expire; each older one is created again, newest of all.
+    clock.advance(TTL - 45)
+    await store.consume(actions[0])
+    newest_first = [actions[0], *reversed(actions[2:])]
+    listed = [r.approval_id for r in await store.list_approvals(limit)]
+    assert listed == [a.approval_id for a in newest_first[:limit]]
+
+
+CAP = 3
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def capped(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[Store]:
+    """A store allowing each principal CAP pending approvals, once per backend."""
+    if request.param == "memory":
+        instance: Store = MemoryStore(clock, max_pending=CAP)
+    else:
+        url = request.getfixturevalue("redis_url")
+        instance = RedisStore(url, clock=clock, max_pending=CAP)
+    yield instance
+    await instance.close()
+
+
+async def test_pending_cap_refuses_new_records_and_keeps_old_ones(
+    capped: Store, clock: ManualClock
+) -> None:
+    """Past the cap a new action gets LIMITED (retry when the earliest pending one expires)
+    and no record; the existing ones, and other principals, work as before."""
+    waiting = [action(f"{i}".encode()) for i in range(CAP)]
+    for pending in waiting:
+        assert (await capped.consume(pending)).state is ApprovalState.REQUIRED
+        clock.advance(10)
+    extra = action(b"extra")
+    refused = await capped.consume(extra)
+    assert refused.state is ApprovalState.LIMITED
+    assert refused.retry_after_s == TTL - 10 * CAP
+    assert await capped.get_approval(extra.approval_id) is None
+    assert len(await capped.list_approvals()) == CAP
+    assert (await capped.consume(waiting[1])).state is ApprovalState.REQUIRED
+    other = action(b"extra", principal=HUMAN)
+    assert (await capped.consume(other)).state is ApprovalState.REQUIRED
+    await capped.approve(waiting[1].approval_id, HUMAN)  # no longer pending: a slot frees
+    assert (await capped.consume(extra)).state is ApprovalState.REQUIRED
+    assert (await capped.consume(waiting[1])).state is ApprovalState.GRANTED  # still usable
+    assert (await capped.consume(action(b"one more"))).state is ApprovalState.LIMITED
+
+
+@pytest.mark.parametrize(
+    ("free", "then"),
+    [
+        pytest.param("nothing", ApprovalState.LIMITED, id="full"),
+        pytest.param("approve", ApprovalState.REQUIRED, id="approved-frees-a-slot"),
+        pytest.param("reject", ApprovalState.REQUIRED, id="rejected-frees-a-slot"),
+        pytest.param("expire", ApprovalState.REQUIRED, id="expired-frees-a-slot"),
+        pytest.param("almost-expire", ApprovalState.LIMITED, id="still-pending-at-ttl-minus-1us"),
+    ],
+)
+async def test_what_frees_a_pending_slot(
+    capped: Store, clock: ManualClock, free: str, then: ApprovalState
+) -> None:
+    """Only a record that stops being pending (decided or expired) makes room for another."""
+    waiting = [action(f"{i}".encode()) for i in range(CAP)]
+    for pending in waiting:
+        await capped.consume(pending)
+    if free == "approve":
+        await capped.approve(waiting[0].approval_id, HUMAN)
+    elif free == "reject":
+        await capped.reject(waiting[0].approval_id, HUMAN)
+    elif free == "expire":
+        clock.advance(TTL)
+    elif free == "almost-expire":
+        clock.advance(TTL - 0.000001)
+    assert (await capped.consume(action(b"next"))).state is then
+
+
+async def test_default_pending_cap(store: Store) -> None:
+    """By default one principal may have MAX_PENDING_PER_PRINCIPAL (100) pending approvals."""
+    assert MAX_PENDING_PER_PRINCIPAL == 100
+    states = [
+        (await store.consume(action(f"{i}".encode()))).state
+        for i in range(MAX_PENDING_PER_PRINCIPAL + 1)
+    ]
+    assert states.count(ApprovalState.REQUIRED) == MAX_PENDING_PER_PRINCIPAL
+    assert states[-1] is ApprovalState.LIMITED
+
+
+def test_pending_cap_must_be_positive() -> None:
+    """A cap below one would refuse every approval: a configuration error."""
+    with pytest.raises(ValueError, match="max_pending"):
+        MemoryStore(max_pending=0)
+    with pytest.raises(ValueError, match="max_pending"):
+        RedisStore("redis://127.0.0.1:1/0", max_pending=0)
 
 
 async def test_concurrent_consumers_get_one_grant(store: Store) -> None:

@@ -5,8 +5,8 @@ rules that match the request's host, method and path, never to the size of the p
 Then, per candidate: principals, `mcp_tools`, and the stateless `when` conditions
 (deny rules first; allow rules are not even evaluated once an enforced deny applies).
 Stateful conditions (a store: rate limits, approvals) run last, in rule-id order, only
-for allow rules whose stateless conditions hold, and stop at the first rule that grants,
-so no state is touched for a request that is refused anyway.
+for enforced allow rules whose stateless conditions hold, and stop at the first rule
+that grants, so no state is touched for a request that is refused anyway.
 
 1. An enforced deny rule whose `when` holds → deny `denied_by_rule`; one whose `when`
    cannot be judged (body unavailable, evaluation error) → deny with that reason.
@@ -18,14 +18,21 @@ so no state is touched for a request that is refused anyway.
 Whenever several rules qualify, the most specific reason and then the smallest rule id
 is reported, so neither rule order nor file order can change a decision.
 
-Dry run never loosens what enforced rules say. A dry-run deny rule is recorded (the
-would-be decision, flagged `dry_run`) only when the enforced outcome is an allow; it
-never turns a deny into an allow. A dry-run allow rule puts its *conditions* in dry
-run: its route and principals still grant, and a failing condition is recorded as the
-would-be deny (with its reason and the rule) while the request is enforced as allowed.
-That is how a new restriction on an existing grant is rolled out; a brand-new grant
-should not be introduced in dry run, because it grants. `defaults.mode: dry_run` makes
-every rule without its own `mode` a dry-run rule, and the default deny recorded only.
+Dry run is observed, never enforced, and never grants. A rule's mode is its `mode`, else
+`defaults.mode`. The request is evaluated twice over the same condition results:
+
+- enforced: steps 1-4 with the `enforce` rules only. Under `defaults.mode: dry_run`
+  (an observe-only policy) step 4 is an allow: what the enforced rules leave undecided
+  is let through. A caller without identity is never admitted by a default.
+- would-be: steps 1-4 with every rule, as if all were enforced. Stateful conditions are
+  evaluated only for the enforced outcome: a dry-run rule's rate limit or approval is
+  listed `not_evaluated` and counts as holding; an enforced rule's result is reused.
+
+An enforced deny is the verdict, whatever dry-run rules say. An enforced allow whose
+would-be is a deny becomes that would-be deny flagged `dry_run` (enforced as allow),
+with `enforced_rule` naming the rule that grants (None: a default). Otherwise the
+enforced allow is the verdict. So a dry-run deny rule rolls out a new deny, and a
+dry-run allow rule only ever adds what it would grant or refuse to the record.
 """
 
 from __future__ import annotations
@@ -51,12 +58,13 @@ __all__ = ["Trace", "Verdict", "evaluate_rules", "principal_captures"]
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """What the rules say, before identity, dry run and rendering are folded in."""
+    """What the rules say, before identity and rendering are folded in."""
 
     allowed: bool
     reason: Reason
     rule: Rule | None
-    #: True when this outcome is decided by something in dry-run mode.
+    #: True: `allowed`, `reason` and `rule` are the would-be decision of a request the
+    #: enforced rules allow; it is enforced as allow (see the module docstring).
     dry_run: bool = False
     #: Why a condition did not hold (for explain and logs; never a request secret).
     detail: str = ""
@@ -65,11 +73,14 @@ class Verdict:
     approval_id: str | None = None
     approver: str | None = None
     retry_after: int | None = None
+    #: With `dry_run`: the enforced rule that grants the request; None for a default.
+    enforced_rule: Rule | None = None
 
 
 @dataclass(slots=True)
 class Trace:
-    """An explain trace: the rules considered and what each of their conditions said."""
+    """An explain trace: the rules considered and what each of their conditions said,
+    then one last step (`rule` null) with the enforced and the would-be outcome."""
 
     steps: list[dict[str, object]] = field(default_factory=list)
 
@@ -82,6 +93,24 @@ class Trace:
         }
         self.steps.append(entry)
         return entry
+
+    def outcomes(self, enforced: Verdict, would_be: Verdict) -> None:
+        self.steps.append(
+            {
+                "rule": None,
+                "outcome": "decided",
+                "enforced": _outcome(enforced),
+                "would_be": _outcome(would_be),
+            }
+        )
+
+
+def _outcome(verdict: Verdict) -> dict[str, object]:
+    return {
+        "decision": "allow" if verdict.allowed else "deny",
+        "reason": verdict.reason.value,
+        "rule": verdict.rule.id if verdict.rule else None,
+    }
 
 
 @dataclass(slots=True)
@@ -128,38 +157,83 @@ async def evaluate_rules(
     allows: list[_Candidate] = []
     for match in policy.index.candidates(ctx.method, ctx.host, ctx.path):
         rule = match.rule
+        dry_run = (rule.mode or policy.default_mode) is Mode.DRY_RUN
+        mode = "dry_run" if dry_run else "enforce"
         params = principal_captures(rule, ctx.spiffe_id, match.params)
         if params is None:
             if trace is not None:
-                trace.add(rule, "principal_mismatch")
+                trace.add(rule, "principal_mismatch", mode=mode)
             continue
-        candidate = _Candidate(rule, params, (rule.mode or policy.default_mode) is Mode.DRY_RUN)
-        if rule.mcp_tools is not None and not _mcp(candidate, ctx, trace):
+        candidate = _Candidate(rule, params, dry_run)
+        if rule.mcp_tools is not None and not _mcp(candidate, ctx, trace, mode):
             continue
         if trace is not None:
-            mode = "dry_run" if candidate.dry_run else "enforce"
             candidate.step = trace.add(rule, "matched", mode=mode, params=dict(params))
         (denies if rule.effect is Effect.DENY else allows).append(candidate)
 
-    for candidate in sorted(denies, key=_rule_id):
+    # Deny rules carry no stateful conditions (a load error: `conditions/when.py`).
+    for candidate in denies:
         _judge(candidate, ctx)
-        if candidate.result.holds and candidate.rule.when.stateful:
-            await _stateful(candidate, ctx)
-    enforced_deny = _deny_verdict([c for c in denies if not c.dry_run])
-    if enforced_deny is not None:
+    enforced = _deny_verdict([c for c in denies if not c.dry_run])
+    if enforced is not None:
         for candidate in allows:
             _skipped(candidate, "an enforced deny rule applies")
-        return enforced_deny
-    dry_deny = _deny_verdict([c for c in denies if c.dry_run])
+    else:
+        for candidate in allows:
+            _judge(candidate, ctx)
+            if candidate.dry_run and candidate.result.holds and candidate.rule.when.stateful:
+                # A dry-run rule never touches state: its rate limit or approval is
+                # listed as not evaluated and counts as holding (for the would-be).
+                await _stateful(candidate, ctx, dry_run=True)
+        enforced = await _allow_verdict([c for c in allows if not c.dry_run], ctx)
+        if enforced is None:
+            enforced = _default(policy, ctx, enforced=True)
 
-    verdict = await _allow_verdict(policy, allows, ctx)
-    if dry_deny is not None and (verdict.allowed or verdict.dry_run):
-        # The enforced outcome is an allow: record what the dry-run deny rule would do.
-        return Verdict(False, dry_deny.reason, dry_deny.rule, True, dry_deny.detail)
-    return verdict
+    if not enforced.allowed:
+        # A dry-run rule never turns a deny into an allow: the would-be is for the trace.
+        if trace is not None:
+            trace.outcomes(enforced, _would_be(policy, ctx, denies, allows, enforced))
+        return enforced
+    would_be = _would_be(policy, ctx, denies, allows, enforced)
+    if trace is not None:
+        trace.outcomes(enforced, would_be)
+    if would_be.allowed:
+        return enforced
+    # Enforced as allow; recorded as the deny it would be once every rule is enforced.
+    return Verdict(
+        False,
+        would_be.reason,
+        would_be.rule,
+        dry_run=True,
+        detail=would_be.detail,
+        approval_id=enforced.approval_id,
+        approver=enforced.approver,
+        enforced_rule=enforced.rule,
+    )
 
 
-def _mcp(candidate: _Candidate, ctx: RequestContext, trace: Trace | None) -> bool:
+def _would_be(
+    policy: Policy,
+    ctx: RequestContext,
+    denies: list[_Candidate],
+    allows: list[_Candidate],
+    enforced: Verdict,
+) -> Verdict:
+    """SPEC §5.4 with every rule enforced, over the enforced evaluation's results."""
+    deny = _deny_verdict(denies)
+    if deny is not None:
+        return deny
+    if enforced.allowed and enforced.rule is not None:
+        return enforced  # an enforced rule grants; more rules can only add grants
+    # Every allow candidate has its final result here: an enforced one that held would
+    # have granted, and a dry-run one's stateful conditions count as holding.
+    holding = [c for c in allows if c.result.holds]
+    if holding:
+        return Verdict(True, Reason.ALLOWED_BY_RULE, min(holding, key=_rule_id).rule)
+    return _failed_verdict(allows) or _default(policy, ctx, enforced=False)
+
+
+def _mcp(candidate: _Candidate, ctx: RequestContext, trace: Trace | None, mode: str) -> bool:
     """Whether the rule stays a candidate after `mcp_tools`; records what could not be read."""
     rule = candidate.rule
     assert rule.mcp_tools is not None
@@ -167,7 +241,7 @@ def _mcp(candidate: _Candidate, ctx: RequestContext, trace: Trace | None) -> boo
     deny = rule.effect is Effect.DENY
     if match is McpMatch.NO_MATCH or (match is McpMatch.AMBIGUOUS and not deny):
         if trace is not None:
-            trace.add(rule, "mcp_tool_mismatch", detail=detail)
+            trace.add(rule, "mcp_tool_mismatch", mode=mode, detail=detail)
         return False
     if match is McpMatch.UNREADABLE:
         # An allow rule cannot grant on a body it cannot read; a deny rule cannot be
@@ -199,13 +273,14 @@ def _judge(candidate: _Candidate, ctx: RequestContext) -> None:
     _record(candidate)
 
 
-async def _stateful(candidate: _Candidate, ctx: RequestContext) -> None:
+async def _stateful(candidate: _Candidate, ctx: RequestContext, *, dry_run: bool = False) -> None:
     steps: list[dict[str, object]] | None = None
     if candidate.step is not None:
         listed = candidate.step.setdefault("conditions", [])
         assert isinstance(listed, list)
         steps = listed
-    candidate.result = await candidate.rule.when.check_stateful(ctx, candidate.params, steps)
+    when = candidate.rule.when
+    candidate.result = await when.check_stateful(ctx, candidate.params, steps, dry_run=dry_run)
     _record(candidate)
 
 
@@ -227,7 +302,7 @@ def _deny_verdict(denies: list[_Candidate]) -> Verdict | None:
     """The deny that applies: a holding rule, else the most specific unjudgeable one."""
     holding = [c for c in denies if c.result.holds]
     if holding:
-        best = min(holding, key=lambda c: c.rule.id)
+        best = min(holding, key=_rule_id)
         return Verdict(False, Reason.DENIED_BY_RULE, best.rule)
     unknown = [c for c in denies if c.result.outcome is Outcome.UNKNOWN]
     if unknown:
@@ -237,9 +312,8 @@ def _deny_verdict(denies: list[_Candidate]) -> Verdict | None:
     return None
 
 
-async def _allow_verdict(policy: Policy, allows: list[_Candidate], ctx: RequestContext) -> Verdict:
-    for candidate in allows:
-        _judge(candidate, ctx)
+async def _allow_verdict(allows: list[_Candidate], ctx: RequestContext) -> Verdict | None:
+    """Steps 2 and 3 over allow rules whose stateless conditions are judged; None: no rule."""
     holding = [c for c in allows if c.result.holds]
     # A rule without stateful conditions grants outright; otherwise try the stateful
     # ones in id order and stop at the first that grants (state is touched only then).
@@ -257,35 +331,36 @@ async def _allow_verdict(policy: Policy, allows: list[_Candidate], ctx: RequestC
                 approval_id=result.approval_id,
                 approver=result.approver,
             )
+    return _failed_verdict(allows)
+
+
+def _failed_verdict(allows: list[_Candidate]) -> Verdict | None:
+    """Step 3: the most specific reason among allow rules that did not grant."""
     failed = [c for c in allows if not c.result.holds]
-    if failed:
-        best = min(failed, key=_specific_first)
-        result = best.result
-        reason = result.reason or Reason.CONDITION_FAILED
-        # A dry-run allow rule still grants: its failing condition is only recorded.
-        dry_run = any(c.dry_run for c in failed)
-        return Verdict(
-            False,
-            reason,
-            best.rule,
-            dry_run,
-            result.detail,
-            approval_id=result.approval_id,
-            retry_after=result.retry_after,
-        )
-    return _default(policy, ctx)
+    if not failed:
+        return None
+    best = min(failed, key=_specific_first)
+    result = best.result
+    return Verdict(
+        False,
+        result.reason or Reason.CONDITION_FAILED,
+        best.rule,
+        detail=result.detail,
+        approval_id=result.approval_id,
+        retry_after=result.retry_after,
+    )
 
 
-def _default(policy: Policy, ctx: RequestContext) -> Verdict:
+def _default(policy: Policy, ctx: RequestContext, *, enforced: bool) -> Verdict:
+    """Step 4; the enforced outcome of an observe-only policy (`defaults.mode: dry_run`)
+    is an allow."""
     if ctx.spiffe_id is None:
         # Only `unauthenticated: true` rules admit a caller without identity: no default
         # does, in dry run neither (SPEC §5.4 step 1).
         return Verdict(False, Reason.NO_IDENTITY, None)
-    if policy.default_effect is Effect.ALLOW:
+    if policy.default_effect is Effect.ALLOW or (enforced and policy.default_mode is Mode.DRY_RUN):
         return Verdict(True, Reason.ALLOWED_BY_DEFAULT, None)
-    return Verdict(
-        False, Reason.NO_MATCHING_RULE, None, dry_run=policy.default_mode is Mode.DRY_RUN
-    )
+    return Verdict(False, Reason.NO_MATCHING_RULE, None)
 
 
 def _specific_first(candidate: _Candidate) -> tuple[int, str]:

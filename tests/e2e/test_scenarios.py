@@ -195,11 +195,13 @@ def test_agent_outside_its_database_scope_is_blocked(
 def test_dry_run_rule_is_recorded_in_the_audit_log_and_enforced_as_allow(
     scenarios: Scenarios,
 ) -> None:
-    """A large production read passes; the audit record carries the would-be deny and rule."""
+    """A large production read passes; the upstream is told the enforced rule that grants
+    it, the audit record carries the would-be deny and its rule."""
     query = {**QUERY, "limit": 500}
     reply = scenarios.call("agent", "POST", "/v1/db/prod/acme/query", query, headers=TASK)
     seen = reply.json()
     assert reply.status == 200, reply.body
+    assert seen["headers"]["x-authz-rule"] == "agents-db-prod-read"
     decision_id = seen["headers"]["x-authz-decision-id"]
     (record,) = harness.wait_for_audit(scenarios.audit_log, decision_id)
     assert (record["decision"], record["reason"], record["rule"]) == (

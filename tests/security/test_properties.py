@@ -57,7 +57,7 @@ from tests.security.properties_strategies import (
 
 # --- rule order -----------------------------------------------------------------------------
 
-HEADER = {
+HEADER: dict[str, Any] = {
     "version": 1,
     "identity": {"trust_domains": ["example.org"]},
     "defaults": {"decision": "deny"},
@@ -77,14 +77,19 @@ def _dump(document: Any) -> str:
     return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
-def _policy_text(rules: list[dict[str, Any]]) -> str:
-    return _dump({**HEADER, "rules": rules})
+def _header(mode: str) -> dict[str, Any]:
+    return {**HEADER, "defaults": {**HEADER["defaults"], "mode": mode}}
 
 
-def _load_dir(files: list[list[dict[str, Any]]]) -> Policy | PolicyError:
+def _policy_text(rules: list[dict[str, Any]], mode: str = "enforce") -> str:
+    return _dump({**_header(mode), "rules": rules})
+
+
+def _load_dir(files: list[list[dict[str, Any]]], mode: str) -> Policy | PolicyError:
     with tempfile.TemporaryDirectory() as folder:
         for i, rules in enumerate(files):
-            document = {**HEADER, "rules": rules} if i == 0 else {"version": 1, "rules": rules}
+            first = {**_header(mode), "rules": rules}
+            document = first if i == 0 else {"version": 1, "rules": rules}
             (Path(folder) / f"{i:02d}.yaml").write_text(_dump(document))
         try:
             return load_policy(folder)
@@ -102,26 +107,32 @@ def _load(text: str) -> Policy | PolicyError:
 async def _decide_all(policy: Policy, requests: list[RequestView]) -> list[tuple[object, ...]]:
     pipeline = Pipeline(clock=AT)
     snapshot = Snapshot(policy, TrustBundles.empty())
-    out = []
+    out: list[tuple[object, ...]] = []
     for view in requests:
         d = await pipeline.evaluate(view, snapshot)
-        out.append((d.allowed, d.reason, d.rule, d.dry_run))
+        out.append((d.allowed, d.reason, d.rule, d.dry_run, d.enforced_rule))
     return out
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(RULES, st.lists(REQUESTS, min_size=1, max_size=12), st.randoms(use_true_random=False))
+@given(
+    RULES,
+    st.lists(REQUESTS, min_size=1, max_size=12),
+    st.randoms(use_true_random=False),
+    st.sampled_from(["enforce", "dry_run"]),
+)
 def test_rule_and_file_order_never_change_a_decision(
-    rules: list[dict[str, Any]], requests: list[RequestView], rng: random.Random
+    rules: list[dict[str, Any]], requests: list[RequestView], rng: random.Random, mode: str
 ) -> None:
-    """The same rules, shuffled or spread over files in another order, decide alike."""
-    reference = _load(_policy_text(rules))
+    """The same rules, shuffled or spread over files in another order, decide alike, under
+    either `defaults.mode`."""
+    reference = _load(_policy_text(rules, mode))
     shuffled_rules = rules[:]
     rng.shuffle(shuffled_rules)
     cut = rng.randrange(len(rules) + 1)
     variants = [
-        _load(_policy_text(shuffled_rules)),
-        _load_dir([shuffled_rules[:cut], shuffled_rules[cut:]]),
+        _load(_policy_text(shuffled_rules, mode)),
+        _load_dir([shuffled_rules[:cut], shuffled_rules[cut:]], mode),
     ]
     if isinstance(reference, PolicyError):
         # Whether a policy is valid does not depend on order either.

@@ -199,3 +199,39 @@ def test_the_pipeline_clock_is_the_schedule_clock() -> None:
     thursday = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)  # 10:30 in Berlin
     decision = asyncio.run(Pipeline(clock=FixedClock(thursday)).evaluate(view, snapshot))
     assert decision.allowed
+
+
+DRY_RUN_POLICY = """\
+version: 1
+identity: {trust_domains: [example.org]}
+rules:
+  - id: open
+    paths: ["/open/**"]
+    effect: allow
+  - id: freeze
+    paths: ["/open/frozen"]
+    effect: deny
+    mode: dry_run
+"""
+
+
+def test_dry_run_decision_names_the_granting_rule_upstream(pki: dict[str, object]) -> None:
+    """A dry-run deny over an enforced allow is recorded as the deny, and the upstream's
+    x-authz-rule names the rule that grants the request."""
+    from authz_server.response import render_check_response
+
+    snapshot = Snapshot(load_policy_text(DRY_RUN_POLICY), pki["bundles"])  # type: ignore[arg-type]
+    view = _view("/open/frozen", ALICE)
+    decision = asyncio.run(Pipeline(clock=FixedClock(NOW)).evaluate(view, snapshot))
+    assert (decision.verdict, decision.reason, decision.rule) == (
+        "deny",
+        Reason.DENIED_BY_RULE,
+        "freeze",
+    )
+    assert (decision.dry_run, decision.enforced_allow, decision.enforced_rule) == (
+        True,
+        True,
+        "open",
+    )
+    headers = render_check_response(decision).ok_response.headers
+    assert {h.header.key: h.header.value for h in headers}["x-authz-rule"] == "open"

@@ -160,8 +160,12 @@ def test_check_outside_the_window_explains(capsys: pytest.CaptureFixture[str]) -
     code, out = _check(capsys, *PUBLISH, "--at", "2026-11-28T10:00:00+01:00", "--explain")
     assert code == 3
     assert (out["reason"], out["status"]) == ("outside_schedule", 403)
-    steps = {step["rule"]: step for step in out["trace"]}  # type: ignore[attr-defined]
+    *rules, decided = out["trace"]  # type: ignore[misc]
+    steps = {step["rule"]: step for step in rules}
     assert set(steps) == {"ci-releases-publish"}
+    assert decided["enforced"] == decided["would_be"] == {
+        "decision": "deny", "reason": "outside_schedule", "rule": "ci-releases-publish",
+    }  # fmt: skip
     conditions = steps["ci-releases-publish"]["conditions"]
     assert [(c["condition"], c["outcome"]) for c in conditions] == [
         ("schedule", "fails"),

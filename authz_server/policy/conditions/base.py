@@ -259,13 +259,17 @@ class When:
         ctx: RequestContext,
         params: Mapping[str, str],
         steps: list[dict[str, object]] | None = None,
+        *,
+        dry_run: bool = False,
     ) -> ConditionResult:
         """The stateful conditions, in order; stops at the first that does not hold.
 
-        Without a store (`ctx.store is None`: explain, replay) none is evaluated: each is
-        listed as `not_evaluated` with what it would consult, and they count as holding.
+        Without a store (`ctx.store is None`: explain, replay), or for a rule in dry run
+        (which must never consume an approval or count against a rate limit), none is
+        evaluated: each is listed as `not_evaluated` with what it would consult, and they
+        count as holding.
         """
-        store = ctx.store
+        store = None if dry_run else ctx.store
         if store is None:
             if steps is not None:
                 steps.extend(

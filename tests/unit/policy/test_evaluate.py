@@ -143,33 +143,116 @@ rules:
     paths: ["/elsewhere"]
     effect: deny
     mode: dry_run
+  - id: broad-dry-allow
+    paths: ["/**"]
+    effect: allow
+    mode: dry_run
 """
 )
 
 
-def test_dry_run_deny_rule_is_recorded_not_enforced() -> None:
-    """A dry-run deny over an allowed request reports the would-be deny, flagged dry_run."""
-    policy = load_policy_text(DRY_RUN)
-    verdict = decide(policy, "GET", "x", "/data/secret", OPS)
-    assert not verdict.allowed and verdict.dry_run
-    assert verdict.rule is not None and verdict.rule.id == "new-deny"
+def _summary(verdict: Verdict) -> tuple[bool, str, str | None, bool, str | None]:
+    return (
+        verdict.allowed,
+        verdict.reason.value,
+        verdict.rule.id if verdict.rule else None,
+        verdict.dry_run,
+        verdict.enforced_rule.id if verdict.enforced_rule else None,
+    )
 
 
-def test_dry_run_deny_never_opens_a_default_deny() -> None:
-    """When nothing allows the request, a dry-run deny rule leaves the enforced default deny."""
+@pytest.mark.parametrize(
+    ("principal", "path", "expected"),
+    [
+        pytest.param(OPS, "/data/x", (True, "allowed_by_rule", "reads", False, None), id="enforced-grant"),
+        pytest.param(OPS, "/data/secret", (False, "denied_by_rule", "new-deny", True, "reads"), id="dry-deny-recorded-enforced-as-allow"),
+        pytest.param(OPS, "/elsewhere", (False, "no_matching_rule", None, False, None), id="dry-deny-never-opens-a-default-deny"),
+        pytest.param(OPS, "/anything", (False, "no_matching_rule", None, False, None), id="broad-dry-allow-grants-nothing"),
+        pytest.param(None, "/data/x", (False, "no_identity", None, False, None), id="anonymous"),
+    ],
+)  # fmt: skip
+def test_dry_run_rules(
+    principal: str | None, path: str, expected: tuple[bool, str, str | None, bool, str | None]
+) -> None:
+    """Dry-run rules never grant and never loosen a deny; a dry-run deny over an enforced
+    allow is recorded, flagged dry_run, naming the rule that grants."""
     policy = load_policy_text(DRY_RUN)
-    verdict = decide(policy, "GET", "x", "/elsewhere", OPS)
-    assert not verdict.allowed and not verdict.dry_run
-    assert verdict.reason is Reason.NO_MATCHING_RULE
+    assert _summary(decide(policy, "GET", "x", path, principal)) == expected
+
+
+OBSERVE_ONLY = (
+    HEADER
+    + """\
+defaults: {mode: dry_run}
+rules:
+  - id: reads
+    paths: ["/data/**"]
+    effect: allow
+  - id: secret
+    paths: ["/data/secret"]
+    effect: deny
+  - id: debug-blocked
+    paths: ["/debug/**"]
+    effect: deny
+    mode: enforce
+  - id: health
+    paths: ["/healthz"]
+    unauthenticated: true
+    effect: allow
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("principal", "path", "expected"),
+    [
+        pytest.param(OPS, "/data/x", (True, "allowed_by_default", None, False, None), id="would-allow"),
+        pytest.param(OPS, "/data/secret", (False, "denied_by_rule", "secret", True, None), id="would-deny-by-rule"),
+        pytest.param(OPS, "/elsewhere", (False, "no_matching_rule", None, True, None), id="would-deny-by-default"),
+        pytest.param(OPS, "/debug/x", (False, "denied_by_rule", "debug-blocked", False, None), id="enforced-rule-enforced"),
+        pytest.param(None, "/elsewhere", (False, "no_identity", None, False, None), id="anonymous-never-admitted"),
+        pytest.param(None, "/healthz", (False, "no_identity", None, False, None), id="anonymous-dry-run-grant-grants-nothing"),
+    ],
+)  # fmt: skip
+def test_observe_only_policy(
+    principal: str | None, path: str, expected: tuple[bool, str, str | None, bool, str | None]
+) -> None:
+    """`defaults.mode: dry_run` enforces allow where no enforced rule decides and records
+    the would-be deny; `mode: enforce` rules and `no_identity` stay enforced."""
+    policy = load_policy_text(OBSERVE_ONLY)
+    assert _summary(decide(policy, "GET", "x", path, principal)) == expected
 
 
 def test_trace_lists_considered_rules() -> None:
-    """The explain trace names each candidate and whether its principal matched."""
+    """The explain trace names each candidate, its mode and whether its principal matched,
+    then the enforced and the would-be outcome."""
     policy = load_policy_text(POLICY)
     trace = Trace()
     decide(policy, "GET", "x", "/admin/users", AGENT, trace)
-    outcomes = {step["rule"]: step["outcome"] for step in trace.steps}
-    assert outcomes == {"admin-for-ops": "matched", "no-admin-from-agents": "matched"}
+    *rules, decided = trace.steps
+    outcomes = {step["rule"]: (step["outcome"], step["mode"]) for step in rules}
+    assert outcomes == {
+        "admin-for-ops": ("matched", "enforce"),
+        "no-admin-from-agents": ("matched", "enforce"),
+    }
+    deny = {"decision": "deny", "reason": "denied_by_rule", "rule": "no-admin-from-agents"}
+    assert decided == {"rule": None, "outcome": "decided", "enforced": deny, "would_be": deny}
+
+
+def test_trace_shows_both_outcomes_in_dry_run() -> None:
+    """Under a dry-run deny the trace shows the enforced allow and the would-be deny."""
+    trace = Trace()
+    decide(load_policy_text(DRY_RUN), "GET", "x", "/data/secret", OPS, trace)
+    *rules, decided = trace.steps
+    assert {step["rule"]: step["mode"] for step in rules} == {
+        "reads": "enforce",
+        "new-deny": "dry_run",
+        "broad-dry-allow": "dry_run",
+    }
+    assert (decided["enforced"], decided["would_be"]) == (
+        {"decision": "allow", "reason": "allowed_by_rule", "rule": "reads"},
+        {"decision": "deny", "reason": "denied_by_rule", "rule": "new-deny"},
+    )
 
 
 def test_capture_agreement() -> None:

@@ -71,6 +71,10 @@ def _summary(verdict: Verdict) -> tuple[bool, str, str | None, bool]:
     )
 
 
+def _granted_by(verdict: Verdict) -> str | None:
+    return verdict.enforced_rule.id if verdict.enforced_rule else None
+
+
 FAILING_RULES = {
     "a-body": "    when: {body: {amount: {lte: 10}}}\n",
     "b-header": "    when: {headers: {x-task: {present: true}}}\n",
@@ -284,8 +288,8 @@ rules:
     [
         pytest.param("enforce", "/v1/transfers", 100, (True, "allowed_by_rule", "transfers", False), id="enforced-holds"),
         pytest.param("enforce", "/v1/transfers", 5000, (False, "condition_failed", "transfers", False), id="enforced-fails"),
-        pytest.param("dry_run", "/v1/transfers", 5000, (False, "denied_by_rule", "audit-big", True), id="dry-allow-fails-dry-deny-recorded"),
-        pytest.param("dry_run", "/v1/transfers", 100, (True, "allowed_by_rule", "transfers", False), id="dry-allow-holds"),
+        pytest.param("dry_run", "/v1/transfers", 5000, (False, "no_matching_rule", None, False), id="dry-allow-fails-grants-nothing"),
+        pytest.param("dry_run", "/v1/transfers", 100, (False, "no_matching_rule", None, False), id="dry-allow-holds-grants-nothing"),
         pytest.param("enforce", "/v1/open", 700, (False, "denied_by_rule", "audit-big", True), id="dry-deny-over-allow"),
         pytest.param("enforce", "/v1/open", 100, (True, "allowed_by_rule", "open", False), id="dry-deny-when-fails"),
         pytest.param("enforce", "/v1/transfers", 700, (False, "denied_by_rule", "audit-big", True), id="dry-deny-over-conditional-allow"),
@@ -294,20 +298,11 @@ rules:
 def test_dry_run_with_conditions(
     mode: str, path: str, amount: int, expected: tuple[bool, str, str | None, bool]
 ) -> None:
-    """Dry-run conditions are recorded as the would-be decision, enforced as allow."""
+    """A dry-run deny over an enforced allow is recorded, enforced as allow; a dry-run
+    allow rule grants nothing, whether its conditions hold or not."""
     policy = load_policy_text(DRY.format(mode=mode))
     body = json.dumps({"amount": amount}).encode()
     assert _summary(_verdict(policy, body=body, path=path)) == expected
-
-
-def test_dry_run_allow_failure_alone_is_recorded_and_enforced_as_allow() -> None:
-    """A dry-run allow rule whose condition fails grants, recording the would-be deny."""
-    text = HEADER + (
-        "rules:\n  - id: transfers\n    paths: ['/v1/transfers']\n    effect: allow\n"
-        "    mode: dry_run\n    when: {headers: {x-task: {present: true}}}\n"
-    )
-    verdict = _verdict(load_policy_text(text))
-    assert _summary(verdict) == (False, "condition_failed", "transfers", True)
 
 
 def test_dry_run_deny_never_lets_an_enforced_condition_failure_through() -> None:
@@ -317,14 +312,71 @@ def test_dry_run_deny_never_lets_an_enforced_condition_failure_through() -> None
     assert _summary(verdict) == (False, "condition_failed", "transfers", False)
 
 
-def test_defaults_dry_run_puts_every_rule_in_dry_run() -> None:
-    """`defaults.mode: dry_run` records a failing condition and enforces allow."""
+PROBE = HEADER + (
+    "rules:\n"
+    "  - id: a-transfers\n    paths: ['/v1/transfers']\n    effect: allow\n"
+    "    when: {body: {amount: {lte: 1000}}}\n"
+    "  - id: z-dry-run\n    paths: ['/v1/**']\n    effect: allow\n    mode: dry_run\n"
+    "    when: {headers: {x-task: {present: true}}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("headers", "amount", "expected"),
+    [
+        pytest.param({}, 5000, (False, "condition_failed", "a-transfers", False), id="both-fail"),
+        pytest.param({"x-task": "1"}, 5000, (False, "condition_failed", "a-transfers", False), id="dry-run-rule-holds"),
+        pytest.param({}, 500, (True, "allowed_by_rule", "a-transfers", False), id="enforced-holds"),
+    ],
+)  # fmt: skip
+def test_a_dry_run_allow_rule_cannot_hide_an_enforced_failure(
+    headers: dict[str, str], amount: int, expected: tuple[bool, str, str | None, bool]
+) -> None:
+    """Review probe: a broad dry-run allow rule never admits a request an enforced rule
+    refuses; the deny names the enforced rule's reason and is not flagged dry_run."""
+    body = json.dumps({"amount": amount}).encode()
+    verdict = _verdict(load_policy_text(PROBE), headers=headers, body=body)
+    assert _summary(verdict) == expected
+
+
+@pytest.mark.parametrize(
+    ("amount", "expected"),
+    [
+        pytest.param(5, (False, "condition_failed", "transfers", True), id="would-be-deny-recorded"),
+        pytest.param(0, (True, "allowed_by_default", None, False), id="would-be-allow"),
+    ],
+)  # fmt: skip
+def test_defaults_dry_run_observes_the_whole_policy(
+    amount: int, expected: tuple[bool, str, str | None, bool]
+) -> None:
+    """`defaults.mode: dry_run` enforces allow and records a failing condition as the
+    would-be deny, with no enforced rule to name."""
     text = HEADER + (
         "defaults: {mode: dry_run}\nrules:\n  - id: transfers\n    paths: ['/v1/transfers']\n"
         "    effect: allow\n    when: {body: {amount: {lte: 1}}}\n"
     )
-    verdict = _verdict(load_policy_text(text), body=b'{"amount": 5}')
-    assert _summary(verdict) == (False, "condition_failed", "transfers", True)
+    verdict = _verdict(load_policy_text(text), body=json.dumps({"amount": amount}).encode())
+    assert (_summary(verdict), _granted_by(verdict)) == (expected, None)
+
+
+def test_defaults_dry_run_with_an_enforced_rule() -> None:
+    """In an observe-only policy a `mode: enforce` allow rule's failing condition is
+    enforced, and one that grants is named as the enforced rule of a would-be deny."""
+    text = HEADER + (
+        "defaults: {mode: dry_run}\nrules:\n"
+        "  - id: transfers\n    paths: ['/v1/transfers']\n    effect: allow\n    mode: enforce\n"
+        "    when: {body: {amount: {lte: 1000}}}\n"
+        "  - id: big\n    paths: ['/v1/transfers']\n    effect: deny\n"
+        "    when: {body: {amount: {gt: 100}}}\n"
+    )
+    policy = load_policy_text(text)
+    refused = _verdict(policy, body=b'{"amount": 5000}')
+    assert _summary(refused) == (False, "condition_failed", "transfers", False)
+    recorded = _verdict(policy, body=b'{"amount": 500}')
+    assert (_summary(recorded), _granted_by(recorded)) == (
+        (False, "denied_by_rule", "big", True),
+        "transfers",
+    )
 
 
 def test_anonymous_caller_is_never_admitted_by_a_default() -> None:
@@ -338,7 +390,8 @@ def test_anonymous_caller_is_never_admitted_by_a_default() -> None:
 
 
 def test_trace_shows_each_condition() -> None:
-    """The explain trace lists every condition's outcome, and those not evaluated."""
+    """The explain trace lists every condition's outcome, those not evaluated, and the
+    enforced and would-be outcome."""
     text = HEADER + (
         "rules:\n  - id: r\n    paths: ['/v1/transfers']\n    effect: allow\n    when:\n"
         "      schedule: {timezone: UTC}\n      headers: {x-task: {present: true}}\n"
@@ -346,6 +399,7 @@ def test_trace_shows_each_condition() -> None:
     )
     trace = Trace()
     _verdict(load_policy_text(text), trace=trace)
+    failed = {"decision": "deny", "reason": "condition_failed", "rule": "r"}
     assert trace.steps == [
         {
             "rule": "r",
@@ -362,7 +416,8 @@ def test_trace_shows_each_condition() -> None:
             ],
             "when": "fails",
             "reason": "condition_failed",
-        }
+        },
+        {"rule": None, "outcome": "decided", "enforced": failed, "would_be": failed},
     ]  # fmt: skip
 
 
@@ -373,6 +428,9 @@ ORDER_RULES = [
     "  - id: t-deny-big\n    paths: ['/v1/transfers']\n    effect: deny\n    when: {body: {amount: {gt: 1000}}}\n",
     "  - id: t-deny-expr\n    paths: ['/v1/**']\n    effect: deny\n    when: {expr: 'request.headers[\"x-kill\"] == \"1\"'}\n",
     "  - id: t-dry-deny\n    paths: ['/v1/**']\n    effect: deny\n    mode: dry_run\n    when: {headers: {x-dry: {present: true}}}\n",
+    "  - id: t-dry-allow\n    paths: ['/v1/**']\n    effect: allow\n    mode: dry_run\n    when: {headers: {x-dry-ok: {present: true}}}\n",
+    "  - id: t-dry-allow-body\n    paths: ['/v1/transfers']\n    effect: allow\n    mode: dry_run\n    when: {body: {amount: {lte: 10}}}\n",
+    "  - id: t-observed\n    paths: ['/v1/**']\n    effect: allow\n    when: {body: {amount: {equals: 50}}}\n",
 ]
 ORDER_REQUESTS = [
     ({"x-task": "1", "x-kill": "0"}, b'{"amount": 5}', THURSDAY),
@@ -383,21 +441,28 @@ ORDER_REQUESTS = [
     ({"x-kill": "1", "x-task": "1"}, None, THURSDAY),
     ({"x-dry": "1", "x-task": "1", "x-kill": "0"}, b'{"amount": 1}', THURSDAY),
     ({"x-kill": "0"}, b'{"amount": 500}', THURSDAY),
+    ({"x-dry-ok": "1", "x-kill": "0"}, b'{"amount": 5000}', THURSDAY),
+    ({"x-dry": "1", "x-kill": "0"}, b'{"amount": 50}', THURSDAY),
+    ({"x-dry-ok": "1", "x-kill": "0"}, b'{"amount": 5}', THURSDAY),
 ]
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.randoms(use_true_random=False))
-def test_rule_order_never_changes_a_decision_with_conditions(rng: random.Random) -> None:
-    """Shuffling rules with conditions changes no decision, reason or reported rule."""
-    reference = load_policy_text(HEADER + "rules:\n" + "".join(ORDER_RULES))
+@given(st.randoms(use_true_random=False), st.sampled_from(["enforce", "dry_run"]))
+def test_rule_order_never_changes_a_decision_with_conditions(
+    rng: random.Random, default_mode: str
+) -> None:
+    """Shuffling rules with conditions, enforced, dry-run or observed, changes no
+    decision, reason, reported rule or enforced rule."""
+    header = HEADER + f"defaults: {{mode: {default_mode}}}\nrules:\n"
+    reference = load_policy_text(header + "".join(ORDER_RULES))
     blocks = ORDER_RULES[:]
     rng.shuffle(blocks)
-    shuffled = load_policy_text(HEADER + "rules:\n" + "".join(blocks))
+    shuffled = load_policy_text(header + "".join(blocks))
     for headers, body, now in ORDER_REQUESTS:
         a = _verdict(reference, headers=headers, body=body, now=now)
         b = _verdict(shuffled, headers=headers, body=body, now=now)
-        assert _summary(a) == _summary(b)
+        assert (_summary(a), _granted_by(a)) == (_summary(b), _granted_by(b))
 
 
 class CountingContext(RequestContext):

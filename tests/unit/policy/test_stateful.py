@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -305,13 +304,35 @@ async def test_without_stateful_nothing_is_touched(clock: ManualClock, store: Me
         assert (await decide(path="/v1/transfers")).allowed
 
 
-async def test_dry_run_approval_is_recorded_not_enforced(
-    clock: ManualClock, store: MemoryStore
+OPEN_RELEASES = """\
+  - id: releases-open
+    paths: ["/v1/releases/**"]
+    effect: allow
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        pytest.param("", (False, Reason.NO_MATCHING_RULE, None), id="alone-grants-nothing"),
+        pytest.param(
+            OPEN_RELEASES, (True, Reason.ALLOWED_BY_RULE, "releases-open"), id="beside-a-grant"
+        ),
+    ],
+)
+async def test_dry_run_approval_is_never_evaluated(
+    clock: ManualClock,
+    store: MemoryStore,
+    extra: str,
+    expected: tuple[bool, Reason, str | None],
 ) -> None:
-    """A dry-run rule's missing approval is the recorded decision; the request passes."""
-    text = POLICY.replace("  - id: publish\n", "  - id: publish\n    mode: dry_run\n")
+    """A dry-run rule's approval neither grants nor creates, asks for or consumes one."""
+    text = POLICY.replace("  - id: publish\n", "  - id: publish\n    mode: dry_run\n") + extra
     decide = Decide(Pipeline(clock=clock, store=store), load_policy_text(text))
-    decision = await decide()
-    assert (decision.allowed, decision.dry_run, decision.enforced_allow) == (False, True, True)
-    assert decision.reason is Reason.APPROVAL_REQUIRED
-    assert dataclasses.replace(decision, dry_run=False).approval_id is not None
+    trace = Trace()
+    decision = await decide(trace=trace)
+    assert (decision.allowed, decision.reason, decision.rule) == expected
+    assert (decision.dry_run, decision.approval_id) == (False, None)
+    (step,) = [s for s in trace.steps if s["rule"] == "publish"]
+    assert [c["outcome"] for c in step["conditions"]] == ["not_evaluated"]  # type: ignore[attr-defined]
+    assert await store.list_approvals() == []

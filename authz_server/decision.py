@@ -85,7 +85,7 @@ class Decision:
     """The outcome of one Check, before it is rendered for Envoy.
 
     `allowed` is what the policy decided. `dry_run` marks a decision that is
-    recorded as it is but enforced as allow (see `enforced_allow`).
+    recorded as it is (the would-be deny) but enforced as allow (see `enforced_allow`).
     """
 
     allowed: bool
@@ -102,6 +102,9 @@ class Decision:
     approver: str | None = None
     #: Something the identity phase saw besides the identity, e.g. "xfcc_spoofing".
     identity_note: str | None = None
+    #: With `dry_run`: the enforced rule that grants the request (upstream `x-authz-rule`),
+    #: while `rule` is the would-be deny's; None when a default grants it.
+    enforced_rule: str | None = None
 
     @property
     def enforced_allow(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from authz_server.clock import Clock, SystemClock
 from authz_server.decision import Decision, Reason
@@ -66,26 +67,12 @@ class Pipeline:
             return Decision(False, Reason.NON_CANONICAL_PATH)
 
         # 2. identity: the first of identity.sources that is present, verified; a present
-        # source that fails is a deny (SPEC §4.1, §4.2; identity/resolve.py).
-        try:
-            resolved = self._identity.resolve(view, policy.identity, snapshot.bundles, now)
-        except IdentityFailure as failure:
-            return Decision(
-                False,
-                failure.reason,
-                principal=failure.principal,
-                identity_source=failure.source,
-                identity_note=failure.note,
-            )
-        identity, note = resolved.identity, resolved.note
-
-        # 2b. revocations made through the admin API, in the store (SPEC §4.2). A revoked
-        # trusted proxy cannot vouch for anyone through XFCC either.
-        for checked in (resolved.proxy, identity):
-            if checked is not None:
-                revoked = await self._revoked(checked, note)
-                if revoked is not None:
-                    return revoked
+        # source that fails is a deny (SPEC §4.1, §4.2; identity/resolve.py). Then the
+        # store's revocations, for the caller and for a proxy that vouches for it.
+        identified = await self._identify(view, snapshot, now)
+        if isinstance(identified, Decision):
+            return identified
+        identity, note = identified
 
         # 3 + 4. match through the compiled index, then each candidate's conditions;
         # deny rules before allow rules. The body is parsed only if a candidate needs it.
@@ -122,7 +109,47 @@ class Pipeline:
             retry_after=verdict.retry_after,
             approver=verdict.approver,
             identity_note=note,
+            enforced_rule=verdict.enforced_rule.id if verdict.enforced_rule else None,
         )
+
+    async def authenticate_connection(self, view: RequestView, snapshot: Snapshot) -> Decision:
+        """Judge a CheckRequest without HTTP attributes (Istio's TCP filter), for policies
+        that opt in with `defaults.non_http: allow`: there is no route to match, so the
+        caller needs a verified, unrevoked identity and nothing more."""
+        identified = await self._identify(view, snapshot, self._clock.now())
+        if isinstance(identified, Decision):
+            return identified
+        identity, note = identified
+        if identity is None:
+            return Decision(False, Reason.NO_IDENTITY, identity_note=note)
+        return Decision(
+            True,
+            Reason.ALLOWED_BY_DEFAULT,
+            principal=str(identity.spiffe_id),
+            identity_source=identity.source,
+            identity_note=note,
+        )
+
+    async def _identify(
+        self, view: RequestView, snapshot: Snapshot, now: datetime
+    ) -> tuple[Identity | None, str | None] | Decision:
+        """The verified identity (None: anonymous) and its audit note, or the deny."""
+        try:
+            resolved = self._identity.resolve(view, snapshot.policy.identity, snapshot.bundles, now)
+        except IdentityFailure as failure:
+            return Decision(
+                False,
+                failure.reason,
+                principal=failure.principal,
+                identity_source=failure.source,
+                identity_note=failure.note,
+            )
+        for checked in (resolved.proxy, resolved.identity):
+            if checked is not None:
+                revoked = await self._revoked(checked, resolved.note)
+                if revoked is not None:
+                    return revoked
+        return resolved.identity, resolved.note
 
     async def _revoked(self, identity: Identity, note: str | None) -> Decision | None:
         """A deny when the store revokes `identity` or cannot say (fail closed)."""

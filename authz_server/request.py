@@ -66,7 +66,9 @@ def split_path(raw: str) -> tuple[str, str]:
 
 def _headers(http: Any) -> dict[str, str]:
     """Request headers; Envoy sends either `headers` or, with raw headers, `header_map`."""
-    headers = {k.lower(): v for k, v in http.headers.items()}
+    source = http.headers
+    # Keys, then lookups: the protobuf map's items() iterates in Python, at twice the cost.
+    headers = {k.lower(): source[k] for k in source}
     if not headers and http.HasField("header_map"):
         for entry in http.header_map.headers:
             value = entry.raw_value.decode("latin-1") if entry.raw_value else entry.value
@@ -76,10 +78,20 @@ def _headers(http: Any) -> dict[str, str]:
     return headers
 
 
+def connection_view(request: Any) -> RequestView:
+    """The peer of a CheckRequest without HTTP attributes (Istio's TCP filter): identity
+    only, for `defaults.non_http: allow` policies."""
+    source = request.attributes.source
+    return RequestView(
+        method="", host="", path="", principal=source.principal, certificate=source.certificate
+    )
+
+
 def view_from_check_request(request: Any) -> RequestView:
     """Build the view, or raise `RequestError` naming what is missing."""
     if not request.HasField("attributes"):
-        raise RequestError(Reason.UNSUPPORTED_REQUEST, "CheckRequest has no attributes")
+        # Not even a network-filter check: nothing to judge, and never the non_http opt-in.
+        raise RequestError(Reason.MALFORMED_REQUEST, "CheckRequest has no attributes")
     attributes = request.attributes
     if not attributes.request.HasField("http"):
         raise RequestError(
@@ -87,29 +99,27 @@ def view_from_check_request(request: Any) -> RequestView:
             "CheckRequest has no HTTP attributes (a network-filter check?)",
         )
     http = attributes.request.http
-    if not http.method:
+    method, raw_path = http.method, http.path  # each protobuf read makes a new str
+    if not method:
         raise RequestError(Reason.MALFORMED_REQUEST, "HTTP request has no method")
-    if not http.path:
+    if not raw_path:
         raise RequestError(Reason.MALFORMED_REQUEST, "HTTP request has no path")
-    if not http.method.isascii() or not http.method.isalpha():
-        raise RequestError(Reason.MALFORMED_REQUEST, f"invalid method {quote(http.method)}")
+    if not method.isascii() or not method.isalpha():
+        raise RequestError(Reason.MALFORMED_REQUEST, f"invalid method {quote(method)}")
     headers = _headers(http)
-    path, query = split_path(http.path)
-    body: bytes | None
-    if http.raw_body:
-        body = bytes(http.raw_body)
-    elif http.body:
-        body = http.body.encode("utf-8", "surrogateescape")
-    else:
-        body = None
+    path, query = split_path(raw_path)
+    body: bytes | None = http.raw_body or None
+    if body is None and (text := http.body):
+        body = text.encode("utf-8", "surrogateescape")
+    source = attributes.source
     return RequestView(
-        method=http.method.upper(),
+        method=method.upper(),
         host=normalize_host(http.host or headers.get(":authority", "")),
         path=path,
         query=query,
         headers=headers,
         body=body,
-        principal=attributes.source.principal,
-        certificate=attributes.source.certificate,
+        principal=source.principal,
+        certificate=source.certificate,
         request_id=headers.get("x-request-id", "") or http.id,
     )

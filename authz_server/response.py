@@ -1,7 +1,20 @@
-"""Decision → CheckResponse (SPEC §7): the one place that builds Envoy's response protobuf."""
+"""Decision → CheckResponse (SPEC §7): the one place that builds Envoy's response protobuf.
+
+`render_check_response` builds the message. The Check path uses `render_response_bytes`,
+which serves the same bytes from a template: every decision with the same (allowed,
+reason, rule, principal, dry run, enforced rule) renders the same response but for its decision id,
+which is always 32 hex characters, so the template is the serialized response of a
+placeholder id, and rendering copies it with the id written over the placeholder's
+places (the lengths, and so every protobuf length prefix, stay the same). Building and
+serializing the message costs ~10 µs per Check; the copy ~1 µs. Decisions the template
+does not cover (an approval id, a retry-after, forged `x-authz-*` headers to remove, an
+id of another shape) are built afresh. The template table is bounded: a principal is
+caller-chosen on some denies, so it is cleared when full rather than grown.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -10,7 +23,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import struct_pb2
 
-from authz_server.decision import Decision
+from authz_server.decision import Decision, Reason
 
 HEADER_PRINCIPAL = "x-authz-principal"
 HEADER_RULE = "x-authz-rule"
@@ -50,11 +63,13 @@ def render_check_response(decision: Decision, client_headers: Iterable[str] = ()
 
 def _ok_response(decision: Decision, client_headers: Iterable[str]) -> Any:
     # Ours are overwritten, not appended: a forged value never survives next to ours;
-    # one we have no value for is removed instead.
+    # one we have no value for is removed instead. In dry run the upstream learns the
+    # rule that grants, never the would-be deny's (that is for the audit and metrics).
+    rule = decision.enforced_rule if decision.dry_run else decision.rule
     values = {
         HEADER_DECISION_ID: decision.decision_id,
         HEADER_PRINCIPAL: decision.principal,
-        HEADER_RULE: decision.rule,
+        HEADER_RULE: rule,
     }
     headers = [_header(name, value) for name, value in values.items() if value]
     ours = {name for name, value in values.items() if value}
@@ -65,7 +80,7 @@ def _ok_response(decision: Decision, client_headers: Iterable[str]) -> Any:
     metadata.update(
         {
             "principal": decision.principal or "",
-            "rule": decision.rule or "",
+            "rule": rule or "",
             "decision_id": decision.decision_id,
             "reason": decision.reason.value,
             "dry_run": decision.dry_run,
@@ -105,3 +120,81 @@ def _denied_response(decision: Decision) -> Any:
         ),
         dynamic_metadata=metadata,
     )
+
+
+# --- templates ------------------------------------------------------------------------
+
+#: Decision ids are `os.urandom(16).hex()`: 32 characters, JSON- and header-safe.
+_ID_LENGTH = 32
+#: Rendered in place of the id; a decision whose text contains it is never templated.
+_PLACEHOLDER = "~" * _ID_LENGTH
+#: Templates kept; cleared when full (a caller can vary the principal of its denies).
+MAX_TEMPLATES = 4096
+
+_TemplateKey = tuple[bool, Reason, str | None, str | None, bool, str | None]
+
+
+class _Template:
+    """A serialized response cut at each place the decision id goes."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, parts: list[bytes]) -> None:
+        self._parts = parts
+
+    def render(self, decision_id: bytes) -> bytes:
+        return decision_id.join(self._parts)
+
+
+_templates: dict[_TemplateKey, _Template | None] = {}
+
+
+def render_response_bytes(decision: Decision, client_headers: Iterable[str] = ()) -> bytes:
+    """`render_check_response(decision, client_headers)`, serialized; from a template when
+    the decision allows one (see the module docstring)."""
+    decision_id = decision.decision_id
+    if (
+        decision.approval_id is None
+        and decision.retry_after is None
+        and len(decision_id) == _ID_LENGTH
+        and decision_id.isascii()
+        and decision_id.isalnum()
+        and not (decision.enforced_allow and _forged(client_headers))
+    ):
+        key = (
+            decision.allowed,
+            decision.reason,
+            decision.rule,
+            decision.principal,
+            decision.dry_run,
+            decision.enforced_rule,
+        )
+        template = _templates.get(key, _MISSING)
+        if template is _MISSING:
+            template = _templates[key] = _template(decision)
+            if len(_templates) > MAX_TEMPLATES:
+                _templates.clear()
+        if template is not None:
+            return template.render(decision_id.encode("ascii"))
+    data: bytes = render_check_response(decision, client_headers).SerializeToString()
+    return data
+
+
+_MISSING = _Template([])
+
+
+def _forged(client_headers: Iterable[str]) -> bool:
+    """Did the client send any `x-authz-*` header (an allow must then remove some)?"""
+    return any(name.startswith(OWN_HEADER_PREFIX) for name in client_headers)
+
+
+def _template(decision: Decision) -> _Template | None:
+    """The template of `decision`, or None when its text contains the placeholder."""
+    data = render_check_response(
+        dataclasses.replace(decision, decision_id=_PLACEHOLDER)
+    ).SerializeToString()
+    parts = data.split(_PLACEHOLDER.encode("ascii"))
+    # The id is in a header, the metadata and (denies) the body: any other count means
+    # the placeholder also came from the decision's own text.
+    expected = 3 if decision.enforced_allow else 4
+    return _Template(parts) if len(parts) == expected else None

@@ -21,8 +21,8 @@ from authz_server.decision import Decision, Reason
 from authz_server.errors import RequestError
 from authz_server.metrics import NULL_OBSERVER, DecisionObserver
 from authz_server.pipeline import Pipeline, Snapshot
-from authz_server.request import RequestView, view_from_check_request
-from authz_server.response import render_check_response
+from authz_server.request import RequestView, connection_view, view_from_check_request
+from authz_server.response import render_response_bytes
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,11 @@ class CheckService:
         view: RequestView | None = None
         try:
             view, decision = await self._decide(data, snapshot)
-            response = render_check_response(decision, view.headers.keys() if view else ())
+            response = render_response_bytes(decision, view.headers if view else ())
         except Exception:
             log.exception("Check failed; denying (internal_error)")
             decision = Decision(False, Reason.INTERNAL_ERROR)
-            response = render_check_response(decision)
+            response = render_response_bytes(decision)
         self.decisions += 1
         self.observer.observe(decision, (time.perf_counter_ns() - started) / 1e9)
         try:
@@ -76,8 +76,7 @@ class CheckService:
             )
         except Exception:
             log.exception("audit record for decision %s failed", decision.decision_id)
-        data_out: bytes = response.SerializeToString()
-        return data_out
+        return response
 
     async def _decide(
         self, data: bytes, snapshot: Snapshot | None
@@ -93,7 +92,9 @@ class CheckService:
             view = view_from_check_request(request)
         except RequestError as error:
             if error.reason is Reason.UNSUPPORTED_REQUEST and snapshot.policy.allow_non_http:
-                return None, Decision(True, Reason.ALLOWED_BY_DEFAULT)
+                # The opt-in lets connections through, never anonymous or revoked callers.
+                view = connection_view(request)
+                return view, await self.pipeline.authenticate_connection(view, snapshot)
             return None, Decision(False, error.reason)
         return view, await self.pipeline.evaluate(view, snapshot)
 

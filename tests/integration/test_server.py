@@ -47,9 +47,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ca = devcerts.mint_ca("example.org")
     (out / "ca.pem").write_bytes(devcerts.pem(ca.certificate))
     cert, _ = devcerts.mint_svid(ca, FRONTEND)
+    compromised, _ = devcerts.mint_svid(ca, "spiffe://example.org/compromised/x")
     return {
         "bundle": str(out / "ca.pem"),
         "frontend": urllib.parse.quote(devcerts.pem(cert).decode(), safe=""),
+        "compromised": urllib.parse.quote(devcerts.pem(compromised).decode(), safe=""),
     }
 
 
@@ -140,9 +142,17 @@ async def test_allow_with_verified_certificate(
         ),
         pytest.param(
             lambda pki: external_auth_pb2.CheckRequest(),
+            400,
+            "malformed_request",
+            id="empty-request",
+        ),
+        pytest.param(
+            lambda pki: external_auth_pb2.CheckRequest(
+                attributes={"source": {"principal": FRONTEND, "certificate": pki["frontend"]}}
+            ),
             403,
             "unsupported_request",
-            id="empty-request",
+            id="tcp-check-without-opt-in",
         ),
     ],
 )
@@ -307,3 +317,60 @@ async def test_audit_record_per_decision(
         "hash",
     }
     assert set(records[0]) == expected_keys
+
+
+NON_HTTP_POLICY = """\
+version: 1
+identity:
+  trust_domains: [example.org]
+  require_certificate: true
+  deny: ["spiffe://example.org/compromised/**"]
+defaults:
+  non_http: allow
+rules: []
+"""
+
+
+def _tcp_check(principal: str = "", certificate: str = "") -> Any:
+    """A CheckRequest as Envoy's network (TCP) ext_authz filter sends it: no HTTP part."""
+    return external_auth_pb2.CheckRequest(
+        attributes={"source": {"principal": principal, "certificate": certificate}}
+    )
+
+
+@pytest.mark.parametrize(
+    ("build", "status", "reason"),
+    [
+        pytest.param(lambda pki: _tcp_check(FRONTEND, pki["frontend"]), 200, "allowed_by_default", id="verified-peer"),
+        pytest.param(lambda pki: external_auth_pb2.CheckRequest(), 400, "malformed_request", id="empty-request"),
+        pytest.param(lambda pki: _tcp_check(), 401, "no_identity", id="anonymous"),
+        pytest.param(lambda pki: _tcp_check("spiffe://evil.com/x"), 401, "untrusted_trust_domain", id="foreign-domain"),
+        pytest.param(lambda pki: _tcp_check(FRONTEND), 401, "certificate_required", id="no-certificate"),
+        pytest.param(lambda pki: _tcp_check("spiffe://example.org/compromised/x", pki["compromised"]), 403, "revoked", id="revoked"),
+    ],
+)  # fmt: skip
+async def test_non_http_opt_in_still_requires_identity(
+    tmp_path: Path, pki: dict[str, Any], build: Any, status: int, reason: str
+) -> None:
+    """`defaults.non_http: allow` admits TCP-filter checks only from a verified, unrevoked
+    identity; an empty CheckRequest is never one of them."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(NON_HTTP_POLICY)
+    settings = Settings(
+        policy=str(policy),
+        listen="127.0.0.1:0",
+        trust_bundles={"example.org": pki["bundle"]},
+    )
+    running = await start_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            response = await _check_raw(channel, build(pki).SerializeToString())
+    finally:
+        await running.stop(1.0)
+    if status == 200:
+        assert response.status.code == 0
+        headers = {h.header.key: h.header.value for h in response.ok_response.headers}
+        assert headers["x-authz-principal"] == FRONTEND
+    else:
+        assert response.denied_response.status.code == status
+        assert json.loads(response.denied_response.body)["reason"] == reason

@@ -78,7 +78,7 @@ def test_partial_body_flag() -> None:
 @pytest.mark.parametrize(
     ("request_", "reason"),
     [
-        pytest.param(external_auth_pb2.CheckRequest(), Reason.UNSUPPORTED_REQUEST, id="empty"),
+        pytest.param(external_auth_pb2.CheckRequest(), Reason.MALFORMED_REQUEST, id="empty"),
         pytest.param(
             external_auth_pb2.CheckRequest(attributes={"source": {"principal": "x"}}),
             Reason.UNSUPPORTED_REQUEST,

@@ -41,7 +41,6 @@ def check_request() -> Any:
     return make_check_request
 
 
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """Under CI, a skipped test is a failure: a missing tool must not pass as a green run."""

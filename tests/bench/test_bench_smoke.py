@@ -104,3 +104,12 @@ def test_table_names_the_machine_and_every_row(document: dict[str, Any]) -> None
     for label in ("do-nothing server", "50 rules", "Envoy RBAC filter", "ext_authz → authz-server"):
         assert label in table
     assert "Count checks" in table
+
+
+def test_micro_benchmark_times_every_step(tmp_path: Path) -> None:
+    """`python -m bench.micro` runs the whole Check in process and times each step."""
+    from bench.micro import measure
+
+    results = measure(rules=20, n=20, workdir=tmp_path)
+    assert "check_bytes (whole)" in results
+    assert all(us > 0 for us in results.values())

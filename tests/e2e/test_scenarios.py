@@ -8,7 +8,6 @@ line of the example policy is used as shipped.
 """
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

@@ -282,8 +282,13 @@ def test_serve_refuses_invalid_policy(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text(BROKEN)
     result = run(
-        "serve", "--policy", str(path), "--listen", f"127.0.0.1:{stack.free_port()}",
-        "--metrics-listen", "127.0.0.1:0",
+        "serve",
+        "--policy",
+        str(path),
+        "--listen",
+        f"127.0.0.1:{stack.free_port()}",
+        "--metrics-listen",
+        "127.0.0.1:0",
     )
     assert result.returncode == 1
     assert "duplicate rule id" in result.stderr

@@ -9,12 +9,13 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from authz_server.audit import GENESIS, AuditLog, MemoryAudit, chain_hash
+from authz_server.audit import GENESIS, AuditLog, MemoryAudit, chain_hash, format_time
 from authz_server.audit_verify import verify_chain
 
 
@@ -102,6 +103,51 @@ def _records_lenient(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue
     return out
+
+
+_AWKWARD_VALUES = [
+    pytest.param("spiffe://example.org/ns/a/sa/b", id="plain"),
+    pytest.param("".join(map(chr, range(128))), id="every-ascii-character"),
+    pytest.param('ü é "quoted" \\ \u2028 \U0001f600', id="non-ascii-and-escapes"),
+    pytest.param(2**70, id="big-int"),
+    pytest.param(None, id="null"),
+]
+
+
+@pytest.mark.parametrize("value", _AWKWARD_VALUES)
+def test_line_is_the_canonical_json_with_its_hash(tmp_path: Path, value: object) -> None:
+    """Each line is json.dumps(sort_keys, compact, ASCII) of the record plus its hash, last."""
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(path))
+    audit.record({"path": value, "decision": "allow", "status": 200})
+    audit.close()
+    line = path.read_bytes()
+    record = json.loads(line)
+    claimed = record.pop("hash")
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert line == f'{canonical[:-1]},"hash":"{claimed}"}}\n'.encode()
+    assert chain_hash(record) == claimed
+    assert record["path"] == value
+    _ok(path)
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        pytest.param(0.0, id="epoch"),
+        pytest.param(1_764_400_000.0, id="whole-second"),
+        pytest.param(1_764_400_000.123456, id="micros"),
+        pytest.param(1_764_400_000.9999996, id="rounds-into-next-second"),
+        pytest.param(1_764_400_000.0000005, id="half-micro"),
+        pytest.param(1_767_225_599.9999999, id="rounds-into-new-year"),
+        *(pytest.param(1_764_400_000 + i / 7, id=f"seventh-{i}") for i in range(1, 8)),
+    ],
+)
+def test_time_format_matches_datetime(at: float) -> None:
+    """The cached time formatter writes what datetime.isoformat writes, at any instant."""
+    expected = datetime.fromtimestamp(at, UTC).isoformat(timespec="microseconds")
+    assert format_time(at) == expected
+    assert format_time(at) == expected  # the cached second, again
 
 
 def test_memory_audit_chains_records() -> None:

@@ -1,7 +1,6 @@
 """The Check phases in order: path, identity, rules, decision (SPEC §2, §4.2, §5.4)."""
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

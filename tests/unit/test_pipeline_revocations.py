@@ -44,7 +44,12 @@ def _view(peer: str, forwarded: str | None = None) -> RequestView:
     headers = {"x-forwarded-client-cert": xfcc(forwarded)} if forwarded else {}
     certificate = url_pem(svid(AUTHORITY, peer))
     return RequestView(
-        method="GET", host="h", path="/open", headers=headers, principal=peer, certificate=certificate
+        method="GET",
+        host="h",
+        path="/open",
+        headers=headers,
+        principal=peer,
+        certificate=certificate,
     )
 
 

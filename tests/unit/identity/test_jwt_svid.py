@@ -1,7 +1,6 @@
 """JWT-SVIDs: compact JWS checked against the JWT bundle of the sub's trust domain."""
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

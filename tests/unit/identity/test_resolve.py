@@ -1,7 +1,6 @@
 """identity.sources in order: absent moves on, present-but-failing denies (SPEC §4.1)."""
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """The XFCC header: the strict parser, and the element a trusted proxy wrote (SPEC §4.1)."""
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """`when.body`: dotted paths, JSON-typed comparisons, body_unavailable, located load errors."""
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """`when.expr`: CEL compiled at load, its variables, and evaluation errors that deny."""
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Rule evaluation (SPEC §5.4): deny before allow, captures, anonymity, order independence."""
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

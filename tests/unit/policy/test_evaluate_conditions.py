@@ -1,7 +1,6 @@
 """Conditions in evaluation (SPEC §5.4): reason precedence, deny rules, stateful order, dry run."""
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

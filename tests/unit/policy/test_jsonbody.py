@@ -1,7 +1,6 @@
 """Body integrity (SPEC §7): the server judges exactly the document the backend parses, or none."""
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """`identity.sources`, `identity.xfcc` and `identity.jwt_svid` in policy files (SPEC §4.1)."""
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """`when.headers` and `when.query`: operators, repeated values, RE2 and located load errors."""
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

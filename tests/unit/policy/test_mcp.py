@@ -2,7 +2,6 @@
 cannot be dodged by a body the server cannot read."""
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """`when.schedule`: IANA zones, days, windows across midnight and daylight-saving changes."""
 
 # One case per line keeps the parametrized tables readable and diffable.
-# ruff: noqa: E501
 
 from __future__ import annotations
 

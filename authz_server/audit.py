@@ -2,8 +2,10 @@
 
 The chain
     Every record carries `prev` (the previous record's hash) and `hash` (sha256 over its
-    canonical JSON without `hash`); a chain begins at `prev` = GENESIS. Besides decision
-    records the log holds *chain markers* (`"type": "chain"`), chained like the rest:
+    canonical JSON without `hash`: sorted keys, compact, ASCII); a chain begins at `prev`
+    = GENESIS. The line written is that canonical text with `hash` appended last, so one
+    encoding serves the hash and the file. Besides decision records the log holds
+    *chain markers* (`"type": "chain"`), chained like the rest:
 
     restart  the server opened a file that already holds records; a torn last line (the
              writer was killed mid-write) is terminated and its length kept in `torn_tail`
@@ -50,73 +52,36 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from authz_server.decision import Decision
-from authz_server.request import RequestView
+from authz_server.audit_format import (
+    GENESIS,
+    MARKER,
+    audit_record,
+    body_digest,
+    canonical_json,
+    chain_hash,
+    format_time,
+)
 
-__all__ = [
+__all__ = [  # the record format (`audit_format`) too, for existing imports
     "GENESIS",
+    "MARKER",
     "AuditLog",
     "AuditStats",
     "MemoryAudit",
     "NullAudit",
     "audit_record",
     "body_digest",
+    "canonical_json",
     "chain_hash",
+    "format_time",
     "last_hash",
 ]
 
 log = logging.getLogger(__name__)
 
-GENESIS = "0" * 64
-MARKER = "chain"
 #: How much of a file's end is read to find its last record (a record is < 100 KiB).
 _TAIL_BYTES = 1 << 20
 _COMPRESSED = (".gz", ".xz", ".bz2", ".zst")
-
-
-def body_digest(body: bytes | None) -> str | None:
-    return None if body is None else "sha256:" + hashlib.sha256(body).hexdigest()
-
-
-def audit_record(
-    decision: Decision,
-    view: RequestView | None,
-    *,
-    policy_version: str,
-    latency_us: int,
-) -> dict[str, Any]:
-    """The fields of SPEC §9 for one decision; never the body or credentials."""
-    return {
-        "time": datetime.fromtimestamp(decision.at, UTC).isoformat(timespec="microseconds"),
-        "decision_id": decision.decision_id,
-        "request_id": view.request_id if view else "",
-        "principal": decision.principal,
-        "identity_source": decision.identity_source,
-        "method": view.method if view else None,
-        "host": view.host if view else None,
-        "path": view.path if view else None,
-        "rule": decision.rule,
-        "decision": decision.verdict,
-        "reason": decision.reason.value,
-        "status": decision.http_status if not decision.enforced_allow else 200,
-        "dry_run": decision.dry_run,
-        "policy_version": policy_version,
-        "latency_us": latency_us,
-        "body_digest": body_digest(view.body) if view else None,
-        "approval_id": decision.approval_id,
-        # Only when the identity phase noted something (an ignored, forged XFCC header).
-        **({"identity_note": decision.identity_note} if decision.identity_note else {}),
-    }
-
-
-def chain_hash(record: dict[str, Any]) -> str:
-    """sha256 of the record's canonical JSON; the caller leaves `hash` out."""
-    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _encode(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, separators=(",", ":")) + "\n").encode("ascii")
 
 
 def _now() -> str:
@@ -257,6 +222,12 @@ class AuditLog:
     def record(self, record: dict[str, Any]) -> None:
         """Chain and write one decision record; keep it for retry if the sink fails."""
         with self._lock:
+            fd = self._fd
+            if fd is not None and not self._pending and not self._dropped and not self._failing:
+                # The common case, a working sink with nothing waiting: write just this line.
+                self._write_one_locked(fd, record, self._chain_locked(record))
+                self.stats.records += 1
+                return
             if len(self._pending) >= 2 * self.max_pending and record.get("status") != 200:
                 # Only fail-closed denies get here (healthy is False); allows are always kept.
                 self._dropped += 1
@@ -296,11 +267,20 @@ class AuditLog:
 
     # --- chain --------------------------------------------------------------------------
 
-    def _append_locked(self, record: dict[str, Any]) -> None:
+    def _chain_locked(self, record: dict[str, Any]) -> bytes:
+        """Link `record` to the head, make it the head; return its line.
+
+        The line is the canonical JSON the hash is taken over with the hash appended
+        last: one encoding serves both (so the keys are in sorted order).
+        """
         record.pop("hash", None)
         record["prev"] = self._head
-        record["hash"] = self._head = chain_hash(record)
-        self._pending.append(_Line(record, _encode(record)))
+        canonical = canonical_json(record)
+        record["hash"] = self._head = hashlib.sha256(canonical.encode("ascii")).hexdigest()
+        return f'{canonical[:-1]},"hash":"{self._head}"}}\n'.encode("ascii")
+
+    def _append_locked(self, record: dict[str, Any]) -> None:
+        self._pending.append(_Line(record, self._chain_locked(record)))
 
     def _append_gap_locked(self) -> None:
         if self._dropped:
@@ -392,6 +372,22 @@ class AuditLog:
         if self._failing is not None:
             log.warning("audit log %s is writable again; waiting records written", self.target)
             self._failing = None
+
+    def _write_one_locked(self, fd: int, record: dict[str, Any], line: bytes) -> None:
+        """`_append_locked` + `_write_locked` for one line when nothing waits, cheaper."""
+        try:
+            n = os.write(fd, line)
+        except OSError as error:
+            self._pending.append(_Line(record, line))
+            self._fail_locked(f"write failed: {error.strerror or error}")
+            return
+        self._size += n
+        if n == len(line):
+            self._written = self._head
+            return
+        self._pending.append(_Line(record, line))  # a short write: finish it the long way
+        self._partial = n
+        self._write_locked()
 
     def _fail_locked(self, why: str) -> None:
         self.stats.write_errors += 1

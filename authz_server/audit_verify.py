@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from authz_server.audit import GENESIS, MARKER, chain_hash
+from authz_server.audit_format import GENESIS, MARKER, chain_hash
 
 __all__ = ["ChainProblem", "ChainReport", "verify_chain"]
 

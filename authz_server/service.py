@@ -50,8 +50,11 @@ class CheckService:
         self.observer = observer  # metrics: one cheap call per decision
         self.decisions = 0
 
-    async def check_bytes(self, data: bytes) -> bytes:
-        """Decide one serialized CheckRequest; always returns a serialized CheckResponse."""
+    async def check_bytes(self, data: bytes, context: object = None) -> bytes:
+        """Decide one serialized CheckRequest; always returns a serialized CheckResponse.
+
+        Registered as the gRPC method itself (`context` unused): no wrapper coroutine.
+        """
         started = time.perf_counter_ns()
         # One version for the whole Check; none while the audit sink is down (fail closed).
         snapshot = self.state.snapshot if self.audit.healthy else None
@@ -64,14 +67,15 @@ class CheckService:
             decision = Decision(False, Reason.INTERNAL_ERROR)
             response = render_response_bytes(decision)
         self.decisions += 1
-        self.observer.observe(decision, (time.perf_counter_ns() - started) / 1e9)
+        elapsed_ns = time.perf_counter_ns() - started
+        self.observer.observe(decision, elapsed_ns / 1e9)
         try:
             self.audit.record(
                 audit_record(
                     decision,
                     view,
                     policy_version=snapshot.policy.version if snapshot else "",
-                    latency_us=(time.perf_counter_ns() - started) // 1000,
+                    latency_us=elapsed_ns // 1000,
                 )
             )
         except Exception:
@@ -103,5 +107,5 @@ class CheckService:
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
-            SERVICE_NAME, {"Check": grpc.unary_unary_rpc_method_handler(self.check)}
+            SERVICE_NAME, {"Check": grpc.unary_unary_rpc_method_handler(self.check_bytes)}
         )

@@ -17,8 +17,9 @@ so evaluation never depends on file or rule order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from authz_server.paths import PathTemplate, compile_path_template, split_path
 from authz_server.policy.model import RouteMatch, Rule
@@ -27,6 +28,7 @@ from authz_server.policy.patterns import HostPattern, compile_host_pattern, comp
 __all__ = ["CompiledRouteIndex", "Lookup", "Route"]
 
 _ANY_PATH = compile_path_template("/**")
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,16 @@ class Route:
 class _Entry:
     rule: Rule
     template: PathTemplate
+    #: (rule id, template): one match per key, and the order of the results.
+    key: tuple[str, str]
+    #: The match itself when the template captures nothing (the common case): one
+    #: immutable value shared by every lookup instead of one allocated per lookup.
+    fixed: RouteMatch | None
+
+    @classmethod
+    def of(cls, rule: Rule, template: PathTemplate) -> _Entry:
+        fixed = None if template.captures else RouteMatch(rule, _NO_PARAMS)
+        return cls(rule, template, (rule.id, template.text), fixed)
 
 
 @dataclass(slots=True, eq=False)
@@ -119,7 +131,7 @@ class CompiledRouteIndex:
             self.size += 1
             tries = [self._bucket(h) for h in route.hosts] or [self._any_host]
             for template in route.paths or (_ANY_PATH,):
-                entry = _Entry(route.rule, template)
+                entry = _Entry.of(route.rule, template)
                 for trie in {id(t): t for t in tries}.values():
                     trie.insert(template, route.methods, entry)
 
@@ -134,30 +146,38 @@ class CompiledRouteIndex:
 
     def candidates(self, method: str, host: str, path: str) -> list[RouteMatch]:
         """Every (rule, path captures) pair matching method, host and path; see RouteIndex."""
-        return self.lookup(method, host, path).matches
+        found: dict[tuple[str, str], RouteMatch] = {}
+        self._search(method, host, path, found)
+        if len(found) < 2:
+            return list(found.values())
+        return [found[k] for k in sorted(found)]
 
     def lookup(self, method: str, host: str, path: str) -> Lookup:
         """`candidates` with the work counters; `path` must be canonical, without query."""
+        found: dict[tuple[str, str], RouteMatch] = {}
+        buckets, nodes = self._search(method, host, path, found)
+        return Lookup([found[k] for k in sorted(found)], buckets, nodes)
+
+    def _search(
+        self, method: str, host: str, path: str, found: dict[tuple[str, str], RouteMatch]
+    ) -> tuple[int, int]:
+        """Add every match to `found`; return (host buckets walked, trie nodes visited)."""
         if host.endswith("."):
             host = host[:-1]  # `orders.internal.` is `orders.internal`: never a way around a rule
-        tries: list[_Node] = []
+        segments, keys = split_path(path)
+        visited = _walk(self._any_host, method, segments, keys, found)
+        buckets = 1
         if (node := self._exact_hosts.get(host)) is not None:
-            tries.append(node)
+            visited += _walk(node, method, segments, keys, found)
+            buckets += 1
         if self._suffix_hosts:
             dot = host.find(".")
             while dot != -1:
                 if (node := self._suffix_hosts.get(host[dot + 1 :])) is not None:
-                    tries.append(node)
+                    visited += _walk(node, method, segments, keys, found)
+                    buckets += 1
                 dot = host.find(".", dot + 1)
-        tries.append(self._any_host)
-
-        segments, keys = split_path(path)
-        found: dict[tuple[str, str], RouteMatch] = {}
-        visited = 0
-        for trie in tries:
-            visited += _walk(trie, method, segments, keys, found)
-        matches = [found[k] for k in sorted(found)]
-        return Lookup(matches, len(tries), visited)
+        return buckets, visited
 
 
 def _walk(
@@ -196,6 +216,7 @@ def _collect(
 ) -> None:
     for entries in (methods.by_method.get(method), methods.any_method):
         for entry in entries or ():
-            key = (entry.rule.id, entry.template.text)
-            if key not in found:
-                found[key] = RouteMatch(entry.rule, entry.template.params(segments))
+            if entry.key not in found:
+                found[entry.key] = entry.fixed or RouteMatch(
+                    entry.rule, entry.template.params(segments)
+                )

@@ -67,6 +67,8 @@ def audit_record(
         "approver": decision.approver,
         # Only when the identity phase noted something (an ignored, forged XFCC header).
         **({"identity_note": decision.identity_note} if decision.identity_note else {}),
+        # In dry run the record is the would-be deny; name the rule that really granted.
+        **({"enforced_rule": decision.enforced_rule} if decision.dry_run else {}),
     }
 
 

@@ -329,6 +329,7 @@ def _check(args: argparse.Namespace) -> int:
         "principal": decision.principal,
         "dry_run": decision.dry_run,
         "enforced": "allow" if decision.enforced_allow else "deny",
+        "enforced_rule": decision.enforced_rule if decision.dry_run else decision.rule,
     }
     if trace is not None:
         output["trace"] = trace.steps

@@ -209,6 +209,7 @@ def test_dry_run_rule_is_recorded_in_the_audit_log_and_enforced_as_allow(
         "agents-db-prod-large-reads",
     )
     assert (record["dry_run"], record["status"]) == (True, 200)
+    assert record["enforced_rule"] == "agents-db-prod-read"
 
 
 # --- a CI identity reads release metadata; publishing is a separate, stricter rule -------

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from spiffe.bundle.x509_bundle.x509_bundle import X509Bundle
 from spiffe.bundle.x509_bundle.x509_bundle_set import X509BundleSet
 from spiffe.spiffe_id.spiffe_id import TrustDomain
 
+from authz_server.backoff import backoff_delay, sleep_unless
 from authz_server.errors import ConfigError
 from authz_server.identity.bundles import check_trust_domain
 from authz_server.identity.workload_api_jwt import JwtBundles, JwtBundleWatcher
@@ -147,7 +147,7 @@ class WorkloadApiSource:
                 self.last_error = f"cannot connect: {exc}"
                 log.warning("Workload API %s: %s", self.socket, self.last_error)
                 failures += 1
-                await self._sleep(self._delay(failures))
+                await sleep_unless(self._stopping, backoff_delay(failures, *self._backoff))
                 continue
             failures = 0
 
@@ -177,7 +177,7 @@ class WorkloadApiSource:
                     self._metrics.workload_api_restarts.inc()
                 log.error("Workload API %s: source closed after an error; recreating", self.socket)
                 failures += 1
-                await self._sleep(self._delay(failures))
+                await sleep_unless(self._stopping, backoff_delay(failures, *self._backoff))
 
     async def _deliver(self, update: X509Update) -> None:
         self.updates += 1
@@ -208,15 +208,6 @@ class WorkloadApiSource:
             if resource is not None:
                 with contextlib.suppress(Exception):
                     resource.close()
-
-    def _delay(self, failures: int) -> float:
-        base, cap = self._backoff
-        jitter = random.uniform(0.8, 1.2)  # noqa: S311 - not a secret
-        return float(min(cap, base * 2 ** min(failures - 1, 16)) * jitter)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def close(self) -> None:
         """Stop watching; `run()` returns soon after."""

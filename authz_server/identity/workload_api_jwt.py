@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from spiffe import WorkloadApiClient
 from spiffe.spiffe_id.spiffe_id import TrustDomain
 
+from authz_server.backoff import backoff_delay, sleep_unless
 from authz_server.errors import ConfigError
 from authz_server.identity.bundle_json import JwtAuthority, parse_jwt_bundle
 from authz_server.identity.bundles import check_trust_domain
@@ -111,7 +111,7 @@ class JwtBundleWatcher:
                 self.last_error = f"cannot connect: {exc}"
                 log.warning("Workload API %s (JWT bundles): %s", self.socket, self.last_error)
                 failures += 1
-                await self._sleep(self._delay(failures))
+                await sleep_unless(self._stopping, backoff_delay(failures, *self._backoff))
                 continue
             while not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -135,7 +135,7 @@ class JwtBundleWatcher:
                     self.last_error,
                 )
                 failures += 1
-                await self._sleep(self._delay(failures))
+                await sleep_unless(self._stopping, backoff_delay(failures, *self._backoff))
 
     def _open(
         self, on_success: Callable[[Any], None], on_error: Callable[[BaseException], None]
@@ -154,15 +154,6 @@ class JwtBundleWatcher:
             if close is not None:
                 with contextlib.suppress(Exception):
                     close()
-
-    def _delay(self, failures: int) -> float:
-        base, cap = self._backoff
-        jitter = random.uniform(0.8, 1.2)  # noqa: S311 - not a secret
-        return float(min(cap, base * 2 ** min(failures - 1, 16)) * jitter)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def close(self) -> None:
         """Stop watching; `run()` returns soon after."""

@@ -40,7 +40,6 @@ When the sink fails (disk full, file unwritable, a directory in its place)
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import stat
@@ -49,9 +48,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from authz_server.audit_files import Tail, last_hash, previous_file, read_tail
 from authz_server.audit_format import (
     GENESIS,
     MARKER,
@@ -79,68 +78,9 @@ __all__ = [  # the record format (`audit_format`) too, for existing imports
 
 log = logging.getLogger(__name__)
 
-#: How much of a file's end is read to find its last record (a record is < 100 KiB).
-_TAIL_BYTES = 1 << 20
-_COMPRESSED = (".gz", ".xz", ".bz2", ".zst")
-
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-@dataclass(frozen=True, slots=True)
-class _Tail:
-    """The end of an audit file: its last record's hash and any torn (unterminated) line."""
-
-    last_hash: str | None
-    torn: int
-
-
-def _read_tail(path: str | Path) -> _Tail:
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - _TAIL_BYTES))
-            data = f.read()
-    except OSError:
-        return _Tail(None, 0)
-    end = data.rfind(b"\n") + 1
-    torn = len(data) - end
-    for line in reversed(data[:end].splitlines()):
-        try:
-            value = json.loads(line).get("hash")
-        except (ValueError, AttributeError):
-            continue
-        if isinstance(value, str):
-            return _Tail(value, torn)
-    return _Tail(None, torn)
-
-
-def last_hash(path: str) -> str:
-    """The hash of the last record in an audit file (GENESIS when there is none)."""
-    return _read_tail(path).last_hash or GENESIS
-
-
-def _previous_file(target: str) -> tuple[str, str] | None:
-    """The newest rotated sibling (`audit.jsonl.1`, `audit.jsonl-20261129`) and its head."""
-    folder, base = os.path.split(os.path.abspath(target))
-    try:
-        entries = [
-            e
-            for e in os.scandir(folder)
-            if e.name != base
-            and e.name.startswith((base + ".", base + "-"))
-            and not e.name.startswith(base + ".worker")  # another process's own chain
-            and not e.name.endswith(_COMPRESSED)
-            and e.is_file()
-        ]
-    except OSError:
-        return None
-    for entry in sorted(entries, key=lambda e: e.stat().st_mtime, reverse=True)[:1]:
-        head = _read_tail(entry.path).last_hash
-        if head is not None:
-            return entry.name, head
-    return None
 
 
 @dataclass(slots=True)
@@ -318,7 +258,7 @@ class AuditLog:
         regular = stat.S_ISREG(info.st_mode)
         self._fd, self._file_id = fd, (info.st_dev, info.st_ino)
         self._size = info.st_size if regular else 0
-        tail = _read_tail(self.target) if regular and info.st_size else _Tail(None, 0)
+        tail = read_tail(self.target) if regular and info.st_size else Tail(None, 0)
         if not first:
             # A line begun in the old file and abandoned there is rewritten whole here.
             abandoned = {"previous_torn": self._partial} if self._partial else {}
@@ -327,7 +267,7 @@ class AuditLog:
         elif tail.last_hash is not None or tail.torn:
             self._written = tail.last_hash or GENESIS
             self._begin_locked("restart", self._written, tail.torn)
-        elif regular and (previous := _previous_file(self.target)) is not None:
+        elif regular and (previous := previous_file(self.target)) is not None:
             name, self._written = previous
             self._begin_locked("rotate", self._written, previous_file=name)
 

@@ -6,6 +6,8 @@ import asyncio
 import json
 import socket
 import ssl
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -22,6 +24,13 @@ from authz_server import devcerts
 from tests.conftest import make_check_request
 
 CHECK = "/envoy.service.auth.v3.Authorization/Check"
+
+
+def serve_process(policy: Path, port: int, *extra: str, **popen: Any) -> subprocess.Popen[Any]:
+    """`python -m authz_server serve` on loopback `port`, metrics on an ephemeral port."""
+    argv = [sys.executable, "-m", "authz_server", "serve", "--policy", str(policy)]
+    argv += ["--listen", f"127.0.0.1:{port}", "--metrics-listen", "127.0.0.1:0", *extra]
+    return subprocess.Popen(argv, **popen)
 
 
 def envoy_field(certificate: x509.Certificate) -> str:

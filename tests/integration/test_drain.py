@@ -6,13 +6,20 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import grpc
 
 from authz_server.stack import free_port
-from tests.integration.support import SERVING, check, eventually, health, outcome, request_for
+from tests.integration.support import (
+    SERVING,
+    check,
+    eventually,
+    health,
+    outcome,
+    request_for,
+    serve_process,
+)
 
 FRONTEND = "spiffe://example.org/ns/shop/sa/frontend"
 POLICY = """\
@@ -69,23 +76,13 @@ def test_sigterm_under_load_drains_in_flight_checks(tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
     log = tmp_path / "server.log"
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "authz_server",
-            "serve",
-            "--policy",
-            str(tmp_path / "policy.yaml"),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--audit-log",
-            str(audit),
-            "--grace",
-            "10",
-        ],
+    process = serve_process(
+        tmp_path / "policy.yaml",
+        port,
+        "--audit-log",
+        str(audit),
+        "--grace",
+        "10",
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
     )

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,15 @@ from authz_server.request import RequestView
 from authz_server.server import RunningServer, start_server
 from authz_server.settings import Settings
 from authz_server.stack import free_port
-from tests.integration.support import check, eventually, http_get, outcome, readyz, request_for
+from tests.integration.support import (
+    check,
+    eventually,
+    http_get,
+    outcome,
+    readyz,
+    request_for,
+    serve_process,
+)
 
 FRONTEND = "spiffe://example.org/ns/shop/sa/frontend"
 
@@ -265,21 +272,11 @@ def test_sighup_reloads_when_polling_is_off(tmp_path: Path) -> None:
     """With `--reload-interval 0` an edit waits for SIGHUP; SIGHUP applies it."""
     edit_in_place(tmp_path, V1)
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "authz_server",
-            "serve",
-            "--policy",
-            str(tmp_path / "policy.yaml"),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--reload-interval",
-            "0",
-        ],
+    process = serve_process(
+        tmp_path / "policy.yaml",
+        port,
+        "--reload-interval",
+        "0",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,9 +1,10 @@
 """The admin gRPC service (`authz.admin.v1.AdminService`, protos/authz_admin.proto).
 
-Every method runs the same gate (`auth.py`): a policy must be in force, the caller is
-authenticated from its certificate, must be an admin and must not be revoked. Approve and
-Reject then check the rule's approvers against the policy in force *now*, not the approver
-patterns copied into the record when the request was first seen.
+Every method runs the same gate: a policy must be in force, the caller is authenticated
+from its certificate (`auth.py`), must be an admin and must not be revoked
+(`operations.AdminOperations.admit`). The approval and revocation methods are the
+transport-agnostic `operations.AdminOperations` (shared with the web console), wrapped
+into protobuf here.
 
 Refusals become gRPC status codes with a message for the human at the CLI; a store that
 cannot be reached is UNAVAILABLE, never a silent success.
@@ -14,8 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -24,24 +24,17 @@ import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from authz_server.admin import authz_admin_pb2 as pb
-from authz_server.admin.auth import (
-    Caller,
-    Refused,
-    authenticate,
-    authorize_admin,
-    authorize_approver,
-    check_not_revoked,
-)
+from authz_server.admin.auth import Caller, Refused, authenticate
+from authz_server.admin.operations import AdminOperations, ApproversFor
 from authz_server.clock import Clock, FixedClock, SystemClock
 from authz_server.decision import Decision
-from authz_server.errors import StoreUnavailable, quote
+from authz_server.errors import StoreUnavailable
 from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.conditions.approval import ApprovalCondition
 from authz_server.policy.evaluate import Trace
 from authz_server.policy.model import Policy, PrincipalMatcher
-from authz_server.policy.patterns import compile_principal_pattern
 from authz_server.request import RequestView, normalize_host, split_path
-from authz_server.state.store import ApprovalRecord, DecideOutcome, Revocation, Store
+from authz_server.state.store import ApprovalRecord, Revocation, Store
 
 __all__ = [
     "SERVICE_NAME",
@@ -57,8 +50,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "authz.admin.v1.AdminService"
-_APPROVAL_ID = re.compile(r"[0-9a-f]{64}")
-_MAX_REVOCATION_TTL_S = 10 * 365 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +60,6 @@ class Explanation:
 
 #: Evaluate a described request (principal taken as verified) at a time, without side effects.
 Explain = Callable[[RequestView, datetime | None], Awaitable[Explanation]]
-#: The approver patterns of a rule in the policy in force; empty when it has none.
-ApproversFor = Callable[[str], Sequence[PrincipalMatcher]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +122,10 @@ class AdminService:
         clock: Clock | None = None,
         policy_status: Callable[[], PolicyStatus] | None = None,
     ) -> None:
-        self._store = store
+        #: The operations behind the approval and revocation calls (the console's too).
+        self.operations = AdminOperations(store, approvers_for)
         self._snapshot = snapshot_source
         self._explain = explain
-        self._approvers_for = approvers_for
         self._insecure_local = insecure_local
         self._clock = clock or SystemClock()
         self._policy_status = policy_status or PolicyStatus
@@ -181,8 +170,7 @@ class AdminService:
                     raise Refused(grpc.StatusCode.UNAVAILABLE, "no policy loaded")
                 caller = self._caller(context, snapshot)
                 caller_name = caller.name
-                authorize_admin(caller, snapshot.policy)
-                await check_not_revoked(caller, self._store)
+                await self.operations.admit(caller, snapshot.policy)
                 return await method(request, caller, snapshot)
             except Refused as refusal:
                 log.warning("admin %s by %s refused: %s", name, caller_name, refusal.message)
@@ -243,80 +231,37 @@ class AdminService:
     async def list_approvals(
         self, request: pb.ListApprovalsRequest, caller: Caller, snapshot: Snapshot
     ) -> pb.ListApprovalsResponse:
-        records = await self._store.list_approvals()
+        records = await self.operations.list_approvals(caller)
         return pb.ListApprovalsResponse(approvals=[_approval(r) for r in records])
 
     async def approve(
         self, request: pb.DecideRequest, caller: Caller, snapshot: Snapshot
     ) -> pb.Approval:
-        return await self._decide(request.approval_id, caller, approve=True)
+        return _approval(await self.operations.approve(caller, request.approval_id))
 
     async def reject(
         self, request: pb.DecideRequest, caller: Caller, snapshot: Snapshot
     ) -> pb.Approval:
-        return await self._decide(request.approval_id, caller, approve=False)
-
-    async def _decide(self, approval_id: str, caller: Caller, *, approve: bool) -> pb.Approval:
-        verb = "approve" if approve else "reject"
-        if not _APPROVAL_ID.fullmatch(approval_id):
-            raise Refused(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"approval id {quote(approval_id)} is not 64 lower-case hex characters",
-            )
-        record = await self._store.get_approval(approval_id)
-        if record is None:
-            raise Refused(grpc.StatusCode.NOT_FOUND, _not_found(approval_id))
-        approvers = self._approvers_for(record.rule_id)
-        authorize_approver(caller, record.rule_id, approvers, record.principal if approve else None)
-        decided = await (self._store.approve if approve else self._store.reject)(
-            approval_id, caller.name
-        )
-        if decided.outcome is DecideOutcome.NOT_FOUND or decided.record is None:
-            raise Refused(grpc.StatusCode.NOT_FOUND, _not_found(approval_id))
-        if decided.outcome is DecideOutcome.NOT_PENDING:
-            raise Refused(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"approval {approval_id} was already {decided.record.status.value} "
-                f"by {decided.record.decided_by}",
-            )
-        log.info(
-            "admin: %s %sd approval %s (rule %s, %s %s%s for %s)",
-            caller.name, verb, approval_id, record.rule_id,
-            record.method, record.host, record.path, record.principal,
-        )  # fmt: skip
-        return _approval(decided.record)
+        return _approval(await self.operations.reject(caller, request.approval_id))
 
     async def revoke(
         self, request: pb.RevokeRequest, caller: Caller, snapshot: Snapshot
     ) -> pb.Revocation:
-        if not 0 < request.ttl_seconds <= _MAX_REVOCATION_TTL_S:
-            raise Refused(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"ttl_seconds must be between 1 and {_MAX_REVOCATION_TTL_S}, "
-                f"got {request.ttl_seconds}",
-            )
-        revocation = await self._store.revoke(
-            request.pattern, float(request.ttl_seconds), request.reason, caller.name
+        revocation = await self.operations.revoke(
+            caller, request.pattern, request.ttl_seconds, request.reason
         )
-        log.warning(
-            "admin: %s revoked %s for %ds: %s",
-            caller.name, request.pattern, request.ttl_seconds, request.reason,
-        )  # fmt: skip
         return _revocation(revocation)
 
     async def unrevoke(
         self, request: pb.UnrevokeRequest, caller: Caller, snapshot: Snapshot
     ) -> pb.UnrevokeResponse:
-        compile_principal_pattern(request.pattern)  # ValueError → INVALID_ARGUMENT
-        removed = await self._store.unrevoke(request.pattern)
-        if removed:
-            log.warning("admin: %s lifted the revocation of %s", caller.name, request.pattern)
+        removed = await self.operations.unrevoke(caller, request.pattern)
         return pb.UnrevokeResponse(removed=removed)
 
     async def list_revocations(
         self, request: pb.ListRevocationsRequest, caller: Caller, snapshot: Snapshot
     ) -> pb.ListRevocationsResponse:
-        revocations = await self._store.list_revocations()
+        revocations = await self.operations.list_revocations(caller)
         return pb.ListRevocationsResponse(revocations=[_revocation(r) for r in revocations])
 
     async def get_policy(
@@ -335,10 +280,6 @@ class AdminService:
         if status.last_error_at is not None:
             info.last_reload_error_at.FromDatetime(status.last_error_at)
         return info
-
-
-def _not_found(approval_id: str) -> str:
-    return f"no live approval {approval_id} (unknown, expired, or already used)"
 
 
 def _timestamp(us: int) -> timestamp_pb2.Timestamp:

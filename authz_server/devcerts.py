@@ -3,8 +3,9 @@
 Certificates follow what SPIRE issues (ECDSA P-256, SHA-256, one URI SAN, keyUsage
 digitalSignature + keyEncipherment + keyAgreement, EKU serverAuth + clientAuth), so a
 certificate that verifies here verifies like a real SVID. `mint_svid` can also mint the
-deliberately bad variants (two URI SANs, a CA leaf, wrong keyUsage, expired) that the
-tests use to prove each one is rejected. Nothing here is for production keys.
+deliberately bad variants (two URI SANs, a CA leaf, wrong or non-critical keyUsage, an
+EKU lacking a usage, expired), and `mint_ca` CAs that cannot sign, that the tests use to
+prove each one is rejected or reported. Nothing here is for production keys.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from authz_server.identity.spiffe_id import parse_spiffe_id
 
 __all__ = [
     "Authority",
+    "CaKeyUsageKind",
+    "EkuKind",
     "KeyUsageKind",
     "key_pem",
     "mint_ca",
@@ -38,6 +41,19 @@ __all__ = [
 ]
 
 KeyUsageKind = Literal["default", "none", "cert_sign"]
+#: A leaf's extendedKeyUsage: SPIRE's serverAuth + clientAuth ("both"), one alone, neither
+#: (codeSigning only), or no extension at all ("none").
+EkuKind = Literal["both", "none", "client_auth", "server_auth", "code_signing"]
+#: A CA's keyUsage: keyCertSign + cRLSign ("default"), absent, or digitalSignature only.
+CaKeyUsageKind = Literal["default", "none", "no_cert_sign"]
+
+_EKU: Mapping[EkuKind, tuple[x509.ObjectIdentifier, ...]] = {
+    "both": (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+    "none": (),
+    "client_auth": (ExtendedKeyUsageOID.CLIENT_AUTH,),
+    "server_auth": (ExtendedKeyUsageOID.SERVER_AUTH,),
+    "code_signing": (ExtendedKeyUsageOID.CODE_SIGNING,),
+}
 
 CA_LIFETIME = timedelta(days=365)
 SVID_LIFETIME = timedelta(days=30)
@@ -72,8 +88,13 @@ def mint_ca(
     not_after: datetime | None = None,
     name: str | None = None,
     issuer: Authority | None = None,
+    key_usage: CaKeyUsageKind = "default",
 ) -> Authority:
-    """A CA for `trust_domain`: self-signed, or an intermediate when `issuer` is given."""
+    """A CA for `trust_domain`: self-signed, or an intermediate when `issuer` is given.
+
+    `key_usage` other than "default" mints a CA that cannot sign certificates (for the
+    bundle warnings).
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     start, end = _window(not_before, not_after, CA_LIFETIME)
     subject = x509.Name(
@@ -92,7 +113,6 @@ def mint_ca(
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=True, signature=False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.SubjectAlternativeName(
@@ -101,6 +121,10 @@ def mint_ca(
             critical=False,
         )
     )
+    if key_usage != "none":
+        cert_sign = key_usage == "default"
+        usage = _key_usage(cert_sign=cert_sign, signature=not cert_sign)
+        builder = builder.add_extension(usage, critical=True)
     if issuer is not None:
         builder = builder.add_extension(_aki(issuer), critical=False)
     certificate = builder.sign(signer_key, hashes.SHA256())
@@ -118,7 +142,8 @@ def mint_svid(
     not_after: datetime | None = None,
     is_ca: bool = False,
     key_usage: KeyUsageKind = "default",
-    eku: bool = True,
+    key_usage_critical: bool = True,
+    eku: EkuKind = "both",
     aki: bool = True,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """An X509-SVID for `spiffe_id` signed by `authority`; the options mint bad variants.
@@ -146,17 +171,11 @@ def mint_svid(
     )
     if aki:
         builder = builder.add_extension(_aki(authority), critical=False)
-    if key_usage == "default":
-        builder = builder.add_extension(_key_usage(cert_sign=False, signature=True), critical=True)
-    elif key_usage == "cert_sign":
-        builder = builder.add_extension(_key_usage(cert_sign=True, signature=True), critical=True)
-    if eku:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
+    if key_usage != "none":
+        usage = _key_usage(cert_sign=key_usage == "cert_sign", signature=True)
+        builder = builder.add_extension(usage, critical=key_usage_critical)
+    if _EKU[eku]:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(_EKU[eku]), critical=False)
     return builder.sign(authority.key, hashes.SHA256()), key
 
 

@@ -38,7 +38,7 @@ from cryptography.x509.oid import NameOID
 
 from authz_server.errors import ConfigError, IdentityError, quote
 from authz_server.identity.bundles import TrustBundles
-from authz_server.identity.spiffe_id import parse_spiffe_id
+from authz_server.identity.spiffe_id import parse_workload_id
 from authz_server.identity.x509 import CertificateVerifier
 from authz_server.metrics import Metrics
 from authz_server.policy.patterns import PrincipalPattern
@@ -222,7 +222,11 @@ class CallerGuard(grpc.aio.ServerInterceptor):
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"caller refused: {message}")
 
     def refusal(self, auth: Mapping[str, Iterable[bytes]]) -> tuple[str, str] | None:
-        """(reason, message) when the peer may not call, None when it may."""
+        """(reason, message) when the peer may not call, None when it may.
+
+        The claimed ID must name a workload (a bare trust domain is `invalid_spiffe_id`,
+        whatever `--allowed-caller` says), and the leaf is then held to the X509-SVID rules.
+        """
         leaf = _first(auth, "x509_pem_cert")
         if leaf is None:
             return "no_certificate", "a client certificate (X509-SVID) is required"
@@ -230,7 +234,7 @@ class CallerGuard(grpc.aio.ServerInterceptor):
         if claimed is None:
             return "certificate_invalid", "the client certificate has no single SPIFFE URI SAN"
         try:
-            spiffe_id = parse_spiffe_id(claimed.decode("utf-8", "replace"))
+            spiffe_id = parse_workload_id(claimed.decode("utf-8", "replace"))
         except IdentityError as exc:
             return exc.reason.value, str(exc)
         if not any(p.match(spiffe_id) is not None for p in self._allowed):

@@ -10,8 +10,8 @@ verification is `certificate_invalid`, as an X509-SVID would be):
                header and payload UTF-8 JSON objects without duplicate keys
     header     `alg` in ALGORITHMS (never `none` or HS*: a bundle's public key is no
                shared secret), `kid` required, `typ` absent or JWT/JOSE, no `crit`
-    sub        a strict SPIFFE ID (invalid_spiffe_id) of a trusted domain
-               (untrusted_trust_domain)
+    sub        a strict SPIFFE ID with a path, as the JWT-SVID standard requires
+               (invalid_spiffe_id), of a trusted domain (untrusted_trust_domain)
     key        bundles.jwt_authorities[trust domain of sub][kid]: another domain's key
                is never tried; its type must fit `alg` (RSA of 2048 bits or more, or the
                curve `alg` names)
@@ -49,7 +49,7 @@ from authz_server.decision import Reason
 from authz_server.errors import IdentityError, quote
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.peer import Identity
-from authz_server.identity.spiffe_id import SpiffeId, parse_spiffe_id
+from authz_server.identity.spiffe_id import SpiffeId, parse_workload_id
 from authz_server.policy.model import IdentityConfig
 
 __all__ = [
@@ -241,7 +241,7 @@ def _claims(payload: Mapping[str, Any]) -> _Claims:
     sub = payload.get("sub")
     if not isinstance(sub, str):
         raise IdentityError(Reason.INVALID_SPIFFE_ID, "JWT-SVID: claim 'sub' is missing")
-    spiffe_id = parse_spiffe_id(sub)
+    spiffe_id = parse_workload_id(sub)
     expires = _number(payload, "exp")
     if expires is None:
         raise _invalid("claim 'exp' is required")

@@ -2,6 +2,10 @@
 
 Envoy fills `source.principal` from the first URI SAN (or a DNS SAN, or the subject) and
 accepts certificates with two URI SANs, so the principal is input to verify, never a fact.
+
+A principal that is a bare trust domain (`spiffe://example.org`) names no workload: it is
+denied with `invalid_spiffe_id` before anything else, with or without a certificate (a
+certificate carrying it would fail the leaf rules with `certificate_invalid` anyway).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from datetime import datetime
 from authz_server.decision import Reason
 from authz_server.errors import IdentityError, quote
 from authz_server.identity.bundles import TrustBundles
-from authz_server.identity.spiffe_id import SpiffeId, parse_spiffe_id
+from authz_server.identity.spiffe_id import SpiffeId, parse_workload_id
 from authz_server.identity.x509 import CertificateVerifier
 from authz_server.policy.model import IdentityConfig
 from authz_server.request import RequestView
@@ -50,7 +54,7 @@ class PeerIdentity:
                     Reason.CERTIFICATE_MISMATCH, "peer certificate present but no principal"
                 )
             return None
-        spiffe_id = parse_spiffe_id(view.principal)
+        spiffe_id = parse_workload_id(view.principal)
         if spiffe_id.trust_domain not in config.trust_domains:
             raise IdentityError(
                 Reason.UNTRUSTED_TRUST_DOMAIN,

@@ -4,6 +4,13 @@ py-spiffe's `SpiffeId` is lenient (it lower-cases `SPIFFE://Example.ORG` and acc
 trailing newline), so it is never the gate: `parse_spiffe_id` checks the standard's
 grammar exactly and only then builds the value object. Non-canonical IDs are rejected,
 never normalised.
+
+A bare trust domain (`spiffe://example.org`) is a valid SPIFFE ID: it names the trust
+domain itself (bundles, a CA's URI SAN, principal patterns). It never names a workload: the
+X509-SVID and JWT-SVID standards require a non-root path in an SVID's ID, and go-spiffe and
+py-spiffe refuse one without. So every place that reads a caller's ID (a leaf's URI SAN,
+`source.principal`, XFCC `URI=`, a JWT `sub`, the TLS peer's SPIFFE ID) goes through
+`parse_workload_id`, not `parse_spiffe_id`.
 """
 
 from __future__ import annotations
@@ -77,3 +84,19 @@ def parse_spiffe_id(text: str) -> SpiffeId:
         raise IdentityError(Reason.INVALID_SPIFFE_ID, f"invalid SPIFFE ID {quote(text)}: {problem}")
     trust_domain, _, path = text[len(SCHEME) :].partition("/")
     return SpiffeId(trust_domain, tuple(path.split("/")) if path else ())
+
+
+def parse_workload_id(text: str) -> SpiffeId:
+    """Parse the SPIFFE ID of a caller: `parse_spiffe_id` plus a non-root path.
+
+    Raises `IdentityError(invalid_spiffe_id)` for a bare trust domain too; callers that
+    read the ID from a certificate turn that into `certificate_invalid`.
+    """
+    spiffe_id = parse_spiffe_id(text)
+    if not spiffe_id.segments:
+        raise IdentityError(
+            Reason.INVALID_SPIFFE_ID,
+            f"SPIFFE ID {quote(text)} names a trust domain, not a workload: "
+            "an SVID's ID must have a path",
+        )
+    return spiffe_id

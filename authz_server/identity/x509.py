@@ -9,8 +9,10 @@ trust domain** only, at the moment of the request.
 The steps, each failing closed with `certificate_invalid` (or `certificate_mismatch`):
 
     decode   URL-decoded PEM, exactly one certificate
-    leaf     exactly one URI SAN, a strict SPIFFE ID; not a CA; keyUsage digitalSignature
-             without keyCertSign/cRLSign; valid now
+    leaf     exactly one URI SAN, a strict SPIFFE ID with a path (a bare trust domain
+             names no workload); not a CA; keyUsage present, critical, digitalSignature
+             without keyCertSign/cRLSign; extendedKeyUsage, when present, with both
+             serverAuth and clientAuth; valid now
     match    URI SAN == principal                          → certificate_mismatch
     chain    cryptography's path validation against bundles.store_for(SAN trust domain)
 
@@ -29,6 +31,7 @@ from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -39,7 +42,7 @@ from cryptography.x509.verification import (
 from authz_server.decision import Reason
 from authz_server.errors import IdentityError, quote
 from authz_server.identity.bundles import TrustBundles
-from authz_server.identity.spiffe_id import SpiffeId, parse_spiffe_id
+from authz_server.identity.spiffe_id import SpiffeId, parse_workload_id
 
 __all__ = ["CacheInfo", "CertificateVerifier", "check_svid_leaf", "verify_svid"]
 
@@ -67,6 +70,11 @@ _CacheKey = tuple[str | bytes, int, SpiffeId]
 #: characters (16 MiB) of keys; a P-256 leaf as Envoy sends it is ~850.
 _MAX_KEY_CHARS = 4096
 _E = TypeVar("_E", bound=x509.ExtensionType)
+#: When an SVID carries extendedKeyUsage, both must be set (a workload is client and server).
+_REQUIRED_EKU = (
+    (ExtendedKeyUsageOID.SERVER_AUTH, "id-kp-serverAuth"),
+    (ExtendedKeyUsageOID.CLIENT_AUTH, "id-kp-clientAuth"),
+)
 
 
 def _invalid(message: str) -> IdentityError:
@@ -213,26 +221,33 @@ def check_svid_leaf(leaf: x509.Certificate, now: datetime) -> SpiffeId:
         raise _invalid(f"certificate extensions do not parse: {quote(str(exc), 200)}") from None
 
     san = _find(extensions, x509.SubjectAlternativeName)
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier) if san else []
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier) if san else []
     if len(uris) != 1:
         shown = ", ".join(quote(u, 80) for u in uris) or "none"
         raise _invalid(f"an X509-SVID has exactly one URI SAN, this one has {len(uris)}: {shown}")
     try:
-        svid_id = parse_spiffe_id(uris[0])
+        svid_id = parse_workload_id(uris[0])
     except IdentityError as exc:
-        raise _invalid(f"URI SAN is not a valid SPIFFE ID: {exc}") from None
+        raise _invalid(f"URI SAN refused: {exc}") from None
     shown_id = quote(str(svid_id))
 
     constraints = _find(extensions, x509.BasicConstraints)
-    if constraints is not None and constraints.ca:
+    if constraints is not None and constraints.value.ca:
         raise _invalid(f"certificate for {shown_id} is a CA (basicConstraints cA is true)")
     usage = _find(extensions, x509.KeyUsage)
     if usage is None:
         raise _invalid(f"certificate for {shown_id} has no keyUsage extension")
-    if not usage.digital_signature:
+    if not usage.critical:
+        raise _invalid(f"keyUsage of {shown_id} is not marked critical")
+    if not usage.value.digital_signature:
         raise _invalid(f"keyUsage of {shown_id} lacks digitalSignature")
-    if usage.key_cert_sign or usage.crl_sign:
+    if usage.value.key_cert_sign or usage.value.crl_sign:
         raise _invalid(f"keyUsage of {shown_id} asserts keyCertSign or cRLSign")
+    eku = _find(extensions, x509.ExtendedKeyUsage)
+    if eku is not None:  # absent is allowed: the usage is then unrestricted
+        missing = [name for oid, name in _REQUIRED_EKU if oid not in eku.value]
+        if missing:
+            raise _invalid(f"extendedKeyUsage of {shown_id} lacks {' and '.join(missing)}")
 
     if now < leaf.not_valid_before_utc:
         raise _invalid(
@@ -246,8 +261,8 @@ def check_svid_leaf(leaf: x509.Certificate, now: datetime) -> SpiffeId:
     return svid_id
 
 
-def _find(extensions: x509.Extensions, kind: type[_E]) -> _E | None:
+def _find(extensions: x509.Extensions, kind: type[_E]) -> x509.Extension[_E] | None:
     try:
-        return extensions.get_extension_for_class(kind).value
+        return extensions.get_extension_for_class(kind)
     except x509.ExtensionNotFound:
         return None

@@ -24,7 +24,8 @@ front of authz-server must therefore pass the header on unchanged
 be its own, describing the proxy.
 
 That element must hold exactly one `URI=` (an X509-SVID has exactly one URI SAN; Envoy
-writes one `URI=` per SAN), a strict SPIFFE ID in a trusted domain. When it carries the
+writes one `URI=` per SAN), a strict SPIFFE ID with a path (a bare trust domain names no
+workload: `invalid_spiffe_id`) in a trusted domain. When it carries the
 certificate (`Cert=`, or `Chain=` whose first certificate is the leaf), the leaf is
 verified as an X509-SVID against the bundle of its own trust domain, with the rest of
 `Chain=` as intermediates, `Hash=` must be its sha256, and its URI SAN must equal `URI=`.
@@ -52,7 +53,7 @@ from authz_server.decision import Reason
 from authz_server.errors import IdentityError, quote
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.peer import Identity
-from authz_server.identity.spiffe_id import parse_spiffe_id
+from authz_server.identity.spiffe_id import parse_workload_id
 from authz_server.identity.x509 import MAX_CHAIN_DEPTH, CertificateVerifier
 from authz_server.policy.model import IdentityConfig
 
@@ -178,7 +179,7 @@ def forwarded_identity(
             f"x-forwarded-client-cert: the trusted proxy's element has {len(uris)} URI "
             "values; an X509-SVID has exactly one URI SAN",
         )
-    spiffe_id = parse_spiffe_id(uris[0])
+    spiffe_id = parse_workload_id(uris[0])
     if spiffe_id.trust_domain not in config.trust_domains:
         raise IdentityError(
             Reason.UNTRUSTED_TRUST_DOMAIN,

@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 import pytest
 
+from authz_server import devcerts
 from authz_server.admin import authz_admin_pb2 as pb
 from authz_server.admin.server import AdminServer
 from authz_server.pipeline import Snapshot
@@ -61,6 +62,26 @@ async def test_partner_ca_cannot_mint_our_ids(admin: AdminServer, pki: Pki) -> N
     error = await refused(admin, pki, "GetPolicy", pb.GetPolicyRequest(), pb.PolicyInfo, forged)
     assert error.code() is grpc.StatusCode.UNAUTHENTICATED
     assert "does not chain to the trust bundle of 'example.org'" in (error.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("spiffe_id", "options", "message"),
+    [
+        pytest.param("spiffe://example.org", {}, "names a trust domain, not a workload", id="bare-trust-domain"),
+        pytest.param(ALICE, {"eku": "client_auth"}, "lacks id-kp-serverAuth", id="eku-client-auth-only"),
+        pytest.param(ALICE, {"key_usage_critical": False}, "is not marked critical", id="key-usage-not-critical"),
+    ],
+)  # fmt: skip
+async def test_svid_rules_apply_to_admins(
+    admin: AdminServer, pki: Pki, spiffe_id: str, options: dict[str, Any], message: str
+) -> None:
+    """A certificate that passes the TLS handshake but breaks an X509-SVID leaf rule is
+    UNAUTHENTICATED, whatever `admin.principals` says."""
+    cert, key = devcerts.mint_svid(pki.ca, spiffe_id, **options)
+    identity = pki._write(f"bad-{len(pki.files)}", cert, key)
+    error = await refused(admin, pki, "GetPolicy", pb.GetPolicyRequest(), pb.PolicyInfo, identity)
+    assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert message in (error.details() or "")
 
 
 async def test_non_admin_refused(admin: AdminServer, pki: Pki) -> None:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -83,6 +84,14 @@ async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[RunningServer, Pki]]
     await running.stop(1.0)
 
 
+def _client(authority: devcerts.Authority, spiffe_id: str, **options: Any) -> Client:
+    """A client whose SVID is minted with `mint_svid` options (the bad variants)."""
+    client = Client(authority, spiffe_id)
+    client.certificate, client.key = devcerts.mint_svid(authority, spiffe_id, **options)
+    client.cert_pem, client.key_pem = devcerts.pem(client.certificate), devcerts.key_pem(client.key)
+    return client
+
+
 CALLERS: list[object] = [
     pytest.param(lambda p: Client(p.ours, "spiffe://example.org/envoy/front"), None, id="allowed"),
     pytest.param(
@@ -99,6 +108,22 @@ CALLERS: list[object] = [
         lambda p: Client(p.partner, "spiffe://partner.org/envoy/front"),
         "not_allowed",
         id="partner-identity",
+    ),
+    # gRPC reports no peer SPIFFE ID for a URI SAN without a path; the guard refuses it.
+    pytest.param(
+        lambda p: Client(p.ours, "spiffe://example.org"),
+        "certificate_invalid",
+        id="bare-trust-domain",
+    ),
+    pytest.param(
+        lambda p: _client(p.ours, "spiffe://example.org/envoy/front", eku="client_auth"),
+        "certificate_invalid",
+        id="eku-client-auth-only",
+    ),
+    pytest.param(
+        lambda p: _client(p.ours, "spiffe://example.org/envoy/front", key_usage_critical=False),
+        "certificate_invalid",
+        id="key-usage-not-critical",
     ),
 ]
 

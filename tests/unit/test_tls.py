@@ -20,6 +20,7 @@ from authz_server.tls import (
 
 OURS, PARTNER = devcerts.mint_ca("example.org"), devcerts.mint_ca("partner.org")
 ALLOWED = "spiffe://example.org/envoy/front"
+TRUST_DOMAIN_ID = "spiffe://example.org"
 
 
 def _write(tmp: Path, cert: bytes, key: bytes) -> tuple[str, str]:
@@ -106,6 +107,20 @@ def _auth(
             "certificate_mismatch",
             id="claimed-id-not-the-certificate",
         ),
+        pytest.param(lambda: _auth(TRUST_DOMAIN_ID), "invalid_spiffe_id", id="bare-trust-domain"),
+        pytest.param(
+            lambda: {**_auth(TRUST_DOMAIN_ID), "peer_spiffe_id": [ALLOWED.encode()]},
+            "certificate_invalid",
+            id="leaf-san-bare-trust-domain",
+        ),
+        pytest.param(
+            lambda: _auth(ALLOWED, eku="client_auth"), "certificate_invalid", id="eku-client-only"
+        ),
+        pytest.param(
+            lambda: _auth(ALLOWED, key_usage_critical=False),
+            "certificate_invalid",
+            id="key-usage-not-critical",
+        ),
     ],
 )
 def test_caller_guard_refusals(
@@ -121,3 +136,16 @@ def test_caller_guard_refusals(
     )
     refusal = guard.refusal(auth())
     assert (refusal[0] if refusal else None) == reason
+
+
+@pytest.mark.parametrize(
+    "pattern", [pytest.param(TRUST_DOMAIN_ID, id="exact"), pytest.param(f"{TRUST_DOMAIN_ID}/**", id="whole-domain")]
+)  # fmt: skip
+def test_bare_trust_domain_is_never_an_allowed_caller(pattern: str) -> None:
+    """Whatever `--allowed-caller` says, a trust domain ID names no workload: refused."""
+    bundles = TrustBundles({"example.org": (OURS.certificate,)})
+    guard = CallerGuard([compile_principal_pattern(pattern)], lambda: bundles)
+    refusal = guard.refusal(_auth(TRUST_DOMAIN_ID))
+    assert refusal is not None
+    assert refusal[0] == "invalid_spiffe_id"
+    assert "names a trust domain, not a workload" in refusal[1]

@@ -33,6 +33,8 @@ FRONTEND = "spiffe://example.org/ns/shop/sa/frontend"
 ADMIN = "spiffe://example.org/humans/admin"
 GATEWAY = "spiffe://example.org/gateway/edge"
 PARTNER_APP = "spiffe://partner.org/billing/app"
+#: A valid SPIFFE ID that names a trust domain, never a workload.
+TRUST_DOMAIN_ID = "spiffe://example.org"
 AUDIENCE = "orders"
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey

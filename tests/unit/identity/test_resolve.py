@@ -27,6 +27,7 @@ from tests.unit.identity.sources_support import (
     FRONTEND,
     GATEWAY,
     NOW,
+    TRUST_DOMAIN_ID,
     World,
     claims,
     identity_config,
@@ -125,6 +126,12 @@ FAILED: list[Any] = [
     pytest.param(("jwt_svid",), {"deny": (FRONTEND,)}, lambda w: Call(headers=_bearer(lambda w: jwt(w.keys.ours["ours-es256"]))(w)), Reason.REVOKED, "jwt_svid", None, id="jwt-identity-denied"),
     pytest.param(("xfcc", "jwt_svid"), {}, lambda w: Call(FRONTEND, headers=(*_xfcc(xfcc(ADMIN)), ("authorization", "Bearer x.y.z"))), Reason.CERTIFICATE_INVALID, "jwt_svid", XFCC_SPOOFING, id="failure-keeps-the-note"),
     pytest.param(("peer",), {"require_certificate": True}, lambda w: Call(FRONTEND, peer_cert=False), Reason.CERTIFICATE_REQUIRED, "peer", None, id="peer-unchanged"),
+    pytest.param(("peer",), {}, lambda w: Call(TRUST_DOMAIN_ID), Reason.INVALID_SPIFFE_ID, "peer", None, id="peer-bare-trust-domain-with-cert"),
+    pytest.param(("peer",), {}, lambda w: Call(TRUST_DOMAIN_ID, peer_cert=False), Reason.INVALID_SPIFFE_ID, "peer", None, id="peer-bare-trust-domain-no-cert"),
+    pytest.param(("peer",), {"require_certificate": True}, lambda w: Call(TRUST_DOMAIN_ID, peer_cert=False), Reason.INVALID_SPIFFE_ID, "peer", None, id="peer-bare-trust-domain-cert-required"),
+    pytest.param(XFCC_PEER, {"proxies": (TRUST_DOMAIN_ID,)}, lambda w: Call(TRUST_DOMAIN_ID, headers=_xfcc(xfcc(FRONTEND))), Reason.INVALID_SPIFFE_ID, "peer", None, id="bare-trust-domain-proxy"),
+    pytest.param(XFCC_PEER, {}, lambda w: Call(GATEWAY, headers=_xfcc(xfcc(TRUST_DOMAIN_ID))), Reason.INVALID_SPIFFE_ID, "xfcc", None, id="xfcc-bare-trust-domain"),
+    pytest.param(("jwt_svid", "peer"), {}, lambda w: Call(GATEWAY, headers=_bearer(lambda w: jwt(w.keys.ours["ours-es256"], payload=claims(sub=TRUST_DOMAIN_ID)))(w)), Reason.INVALID_SPIFFE_ID, "jwt_svid", None, id="jwt-bare-trust-domain"),
 ]  # fmt: skip
 
 

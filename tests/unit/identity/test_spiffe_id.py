@@ -8,7 +8,12 @@ from hypothesis import strategies as st
 
 from authz_server.decision import Reason
 from authz_server.errors import IdentityError
-from authz_server.identity.spiffe_id import SpiffeId, parse_spiffe_id, spiffe_id_problem
+from authz_server.identity.spiffe_id import (
+    SpiffeId,
+    parse_spiffe_id,
+    parse_workload_id,
+    spiffe_id_problem,
+)
 
 LONG_SEGMENT = "a" * 2030  # with "spiffe://example.org/" just over 2048 bytes
 
@@ -157,3 +162,30 @@ def test_whatever_parses_is_canonical(text: str) -> None:
         assert exc.reason is Reason.INVALID_SPIFFE_ID
     else:
         assert str(parsed) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        pytest.param("spiffe://example.org/a", None, id="one-segment"),
+        pytest.param("spiffe://example.org/ns/prod/sa/api", None, id="k8s-style"),
+        pytest.param(
+            "spiffe://example.org",
+            "SPIFFE ID 'spiffe://example.org' names a trust domain, not a workload",
+            id="bare-trust-domain",
+        ),
+        pytest.param("spiffe://example.org/", "trailing '/' is not allowed", id="root-path"),
+        pytest.param("spiffe://Example.org/a", "invalid SPIFFE ID", id="still-strict"),
+    ],
+)
+def test_workload_ids_need_a_path(text: str, problem: str | None) -> None:
+    """A caller's ID is a strict SPIFFE ID with a non-root path; the trust domain ID is
+    still a valid SPIFFE ID for everything else."""
+    if problem is None:
+        assert parse_workload_id(text) == parse_spiffe_id(text)
+        return
+    with pytest.raises(IdentityError) as raised:
+        parse_workload_id(text)
+    assert raised.value.reason is Reason.INVALID_SPIFFE_ID
+    assert problem in str(raised.value)
+    assert parse_spiffe_id("spiffe://example.org") == SpiffeId("example.org", ())

@@ -20,6 +20,7 @@ from authz_server.identity.x509 import CertificateVerifier, verify_svid
 NOW = datetime(2031, 3, 4, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 API = "spiffe://example.org/ns/prod/sa/api"
+TRUST_DOMAIN_ID = "spiffe://example.org"
 
 
 def ca(trust_domain: str, **kwargs: object) -> Authority:
@@ -95,7 +96,8 @@ def expired_ca_attempt() -> Attempt:
 ACCEPTED: list[object] = [
     pytest.param(lambda w: Attempt(envoy_field(svid(w.ours))), id="spire-like-svid"),
     pytest.param(lambda w: Attempt(pem(svid(w.ours)).decode()), id="not-url-encoded"),
-    pytest.param(lambda w: Attempt(envoy_field(svid(w.ours, eku=False))), id="no-eku"),
+    pytest.param(lambda w: Attempt(envoy_field(svid(w.ours, eku="none"))), id="no-eku"),
+    pytest.param(lambda w: Attempt(envoy_field(svid(w.ours, eku="both"))), id="eku-both"),
     pytest.param(lambda w: Attempt(envoy_field(svid(w.ours, aki=False))), id="no-aki"),
     pytest.param(
         lambda w: Attempt(envoy_field(svid(w.ours, dns_names=["api.example.org"]))),
@@ -147,7 +149,7 @@ REFUSED: list[object] = [
     pytest.param(
         lambda w: Attempt(envoy_field(svid(w.ours, "spiffe://Example.org/api"))),
         Reason.CERTIFICATE_INVALID,
-        "URI SAN is not a valid SPIFFE ID: invalid SPIFFE ID 'spiffe://Example.org/api'",
+        "URI SAN refused: invalid SPIFFE ID 'spiffe://Example.org/api'",
         id="uri-san-not-canonical",
     ),
     pytest.param(
@@ -167,6 +169,52 @@ REFUSED: list[object] = [
         Reason.CERTIFICATE_INVALID,
         "asserts keyCertSign or cRLSign",
         id="key-usage-cert-sign",
+    ),
+    pytest.param(
+        lambda w: Attempt(envoy_field(svid(w.ours, key_usage_critical=False))),
+        Reason.CERTIFICATE_INVALID,
+        f"keyUsage of '{API}' is not marked critical",
+        id="key-usage-not-critical",
+    ),
+    pytest.param(
+        lambda w: Attempt(envoy_field(svid(w.ours, eku="client_auth"))),
+        Reason.CERTIFICATE_INVALID,
+        f"extendedKeyUsage of '{API}' lacks id-kp-serverAuth",
+        id="eku-client-auth-only",
+    ),
+    pytest.param(
+        lambda w: Attempt(envoy_field(svid(w.ours, eku="server_auth"))),
+        Reason.CERTIFICATE_INVALID,
+        f"extendedKeyUsage of '{API}' lacks id-kp-clientAuth",
+        id="eku-server-auth-only",
+    ),
+    pytest.param(
+        lambda w: Attempt(envoy_field(svid(w.ours, eku="code_signing"))),
+        Reason.CERTIFICATE_INVALID,
+        f"extendedKeyUsage of '{API}' lacks id-kp-serverAuth and id-kp-clientAuth",
+        id="eku-neither",
+    ),
+    pytest.param(
+        lambda w: Attempt(envoy_field(svid(w.ours, TRUST_DOMAIN_ID)), principal=TRUST_DOMAIN_ID),
+        Reason.CERTIFICATE_INVALID,
+        f"URI SAN refused: SPIFFE ID '{TRUST_DOMAIN_ID}' names a trust domain, not a workload",
+        id="bare-trust-domain",
+    ),
+    pytest.param(
+        lambda w: Attempt(envoy_field(svid(w.ours, TRUST_DOMAIN_ID))),
+        Reason.CERTIFICATE_INVALID,
+        "names a trust domain, not a workload",
+        id="bare-trust-domain-other-principal",
+    ),
+    pytest.param(
+        lambda w: Attempt(
+            envoy_field(svid(w.intermediate, TRUST_DOMAIN_ID)),
+            principal=TRUST_DOMAIN_ID,
+            intermediates=[w.intermediate.certificate],
+        ),
+        Reason.CERTIFICATE_INVALID,
+        "names a trust domain, not a workload",
+        id="bare-trust-domain-through-intermediate",
     ),
     pytest.param(
         lambda w: Attempt(envoy_field(svid(w.ours)), now=NOW + 2 * HOUR),

@@ -31,6 +31,7 @@ from tests.unit.identity.sources_support import (
     FRONTEND,
     HOUR,
     NOW,
+    TRUST_DOMAIN_ID,
     World,
     identity_config,
     svid,
@@ -221,6 +222,12 @@ REFUSED: list[Any] = [
     pytest.param(lambda w: xfcc(FRONTEND, cert=svid(w.ours, FRONTEND, not_before=NOW - 2 * HOUR, not_after=NOW - HOUR)), None, Reason.CERTIFICATE_INVALID, "expired", id="cert-expired"),
     pytest.param(lambda w: xfcc(FRONTEND), identity_config(require_certificate=True), Reason.CERTIFICATE_REQUIRED, "requires the forwarded certificate", id="certificate-required"),
     pytest.param(lambda w: "URI=a;;", None, Reason.INVALID_SPIFFE_ID, "expected KEY=VALUE", id="malformed"),
+    pytest.param(lambda w: xfcc(TRUST_DOMAIN_ID), None, Reason.INVALID_SPIFFE_ID, "names a trust domain, not a workload", id="uri-bare-trust-domain"),
+    pytest.param(lambda w: xfcc(TRUST_DOMAIN_ID, cert=_leaf(w, TRUST_DOMAIN_ID)), None, Reason.INVALID_SPIFFE_ID, "names a trust domain, not a workload", id="uri-and-cert-bare-trust-domain"),
+    pytest.param(lambda w: xfcc(FRONTEND, cert=_leaf(w, TRUST_DOMAIN_ID)), None, Reason.CERTIFICATE_INVALID, "URI SAN refused: SPIFFE ID 'spiffe://example.org' names a trust domain", id="cert-bare-trust-domain"),
+    pytest.param(lambda w: xfcc(FRONTEND, chain=(_leaf(w, TRUST_DOMAIN_ID),)), None, Reason.CERTIFICATE_INVALID, "names a trust domain, not a workload", id="chain-leaf-bare-trust-domain"),
+    pytest.param(lambda w: xfcc(FRONTEND, cert=svid(w.ours, FRONTEND, eku="client_auth")), None, Reason.CERTIFICATE_INVALID, "extendedKeyUsage of 'spiffe://example.org/ns/shop/sa/frontend' lacks id-kp-serverAuth", id="cert-eku-client-auth-only"),
+    pytest.param(lambda w: xfcc(FRONTEND, cert=svid(w.ours, FRONTEND, key_usage_critical=False)), None, Reason.CERTIFICATE_INVALID, "is not marked critical", id="cert-key-usage-not-critical"),
 ]  # fmt: skip
 
 

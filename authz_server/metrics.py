@@ -11,7 +11,7 @@ histogram observation; label resolution happens once per distinct tuple.
     authz_identity_failures_total{reason}                 identity verification failures
     authz_policy_info{version} 1, authz_policy_rules, authz_policy_loaded_timestamp_seconds
     authz_reloads_total{source,result}                    policy/bundles/tls reloads
-    authz_trust_domains{state}                            trusted / distrusted domains
+    authz_trust_domains{state}                            trusted / unusable / distrusted
     authz_caller_rejections_total{reason}                 Check listener callers refused
     authz_workload_api_updates_total, authz_workload_api_restarts_total
     authz_tls_certificate_expiry_timestamp_seconds        the serving certificate's notAfter
@@ -134,7 +134,8 @@ class Metrics:
         )
         self.trust_domains = Gauge(
             "authz_trust_domains",
-            "Trust domains in the bundle set (distrusted: listed with no authority)",
+            "Trust domains in the bundle set (unusable: no CA can sign certificates; "
+            "distrusted: listed with no authority)",
             ["state"],
             registry=r,
         )
@@ -221,8 +222,11 @@ class Metrics:
         self.policy_rules.set(rules)
         self.policy_loaded.set(loaded_at)
 
-    def set_trust_domains(self, trusted: int, distrusted: int) -> None:
+    def set_trust_domains(self, trusted: int, distrusted: int, unusable: int = 0) -> None:
+        """Domains by state, each counted once: `trusted` (a CA that can sign), `unusable`
+        (CAs, none with keyCertSign: every caller fails), `distrusted` (no CA)."""
         self.trust_domains.labels("trusted").set(trusted)
+        self.trust_domains.labels("unusable").set(unusable)
         self.trust_domains.labels("distrusted").set(distrusted)
 
     def watch_audit(self, stats: Callable[[], tuple[int, int]]) -> None:

@@ -219,7 +219,9 @@ class LiveState:
         self._missing = missing
         self.metrics.ready.set(1 if problem is None else 0)
         self.metrics.set_trust_domains(
-            len(bundles.usable_domains), len(bundles.domains - bundles.usable_domains)
+            len(bundles.usable_domains - bundles.unusable_domains),
+            len(bundles.domains - bundles.usable_domains),
+            len(bundles.unusable_domains),
         )
         for listener in self.bundle_listeners:
             listener(bundles)

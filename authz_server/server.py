@@ -375,6 +375,9 @@ def _on_workload_update(running: RunningServer, settings: Settings) -> Any:
 def _detail(running: RunningServer) -> dict[str, Any]:
     detail: dict[str, Any] = running.state.detail() if running.state else {}
     detail["draining"] = running.draining
+    if running.state is not None:  # bundle CAs that cannot sign (identity/authorities.py)
+        warnings = running.state.bundles.authority_warnings
+        detail["trust_bundle_warnings"] = {td: list(lines) for td, lines in warnings.items()}
     source = running.workload_api
     if source is not None:
         detail["workload_api"] = {

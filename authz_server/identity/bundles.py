@@ -8,6 +8,9 @@ A `TrustBundles` value is immutable: a reload builds a new one, with a new `gene
 and swaps it in whole. A trust domain absent from the set is not trusted; a trust domain
 present with an empty key list is explicitly distrusted.
 
+A CA that cannot sign (no keyUsage, or no keyCertSign) is kept but warned about at load
+(see `authorities`), and `TrustBundles.authority_warnings` lists it for `/readyz`.
+
 A bundle file (`--trust-bundle TRUST_DOMAIN=FILE`) is PEM (CA certificates) or SPIFFE
 bundle JSON (see `bundle_json`), told apart by content, not by name: a ConfigMap key need
 not end in `.json`. JSON bundles may also carry JWT-SVID keys (`jwt_authorities`).
@@ -27,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import Store
 
 from authz_server.errors import ConfigError, quote
+from authz_server.identity.authorities import authority_warnings, log_authority_warnings
 from authz_server.identity.bundle_json import JwtAuthority, not_a_ca, parse_bundle_json
 
 __all__ = [
@@ -65,6 +69,10 @@ class TrustBundles:
     #: JWT-SVID keys by trust domain, then by `kid` (from SPIFFE bundle JSON).
     jwt_authorities: Mapping[str, Mapping[str, JwtAuthority]] = field(default_factory=dict)
     generation: int = field(init=False)
+    #: Per trust domain, a line for each CA that cannot sign certificates (kept, warned).
+    authority_warnings: Mapping[str, tuple[str, ...]] = field(init=False)
+    #: Trust domains with X.509 authorities of which none can sign: every caller fails.
+    unusable_domains: frozenset[str] = field(init=False)
     _stores: Mapping[str, Store] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -73,9 +81,17 @@ class TrustBundles:
         jwt = MappingProxyType(
             {td: MappingProxyType(dict(keys)) for td, keys in self.jwt_authorities.items()}
         )
+        warnings = {td: authority_warnings(certs) for td, certs in authorities.items()}
+        unusable = frozenset(
+            td for td, certs in authorities.items() if certs and len(warnings[td]) == len(certs)
+        )
         object.__setattr__(self, "authorities", authorities)
         object.__setattr__(self, "jwt_authorities", jwt)
         object.__setattr__(self, "generation", _next_generation())
+        object.__setattr__(
+            self, "authority_warnings", MappingProxyType({td: w for td, w in warnings.items() if w})
+        )
+        object.__setattr__(self, "unusable_domains", unusable)
         object.__setattr__(self, "_stores", MappingProxyType(stores))
 
     @classmethod
@@ -153,15 +169,22 @@ def load_pem_bundles(specs: Mapping[str, str | Path]) -> TrustBundles:
     for trust_domain, path in specs.items():
         check_trust_domain(trust_domain, f"trust bundle {quote(str(path))}")
         authorities[trust_domain] = load_pem_authorities(Path(path))
+    for trust_domain, path in specs.items():
+        where = f"trust bundle {quote(str(path))}"
+        log_authority_warnings(where, trust_domain, authorities[trust_domain])
     return TrustBundles(authorities)
 
 
 def load_bundles(specs: Mapping[str, str | Path]) -> dict[str, DomainBundle]:
-    """Read every `--trust-bundle` file (PEM or SPIFFE JSON); all or nothing."""
+    """Read every `--trust-bundle` file (PEM or SPIFFE JSON); all or nothing. Logs a
+    warning for each CA that cannot sign certificates (kept in the bundle)."""
     bundles: dict[str, DomainBundle] = {}
     for trust_domain, path in specs.items():
         check_trust_domain(trust_domain, f"trust bundle {quote(str(path))}")
         bundles[trust_domain] = load_bundle_file(Path(path))
+    for trust_domain, path in specs.items():  # after all loaded: a failed load warns nothing
+        where = f"trust bundle {quote(str(path))}"
+        log_authority_warnings(where, trust_domain, bundles[trust_domain].x509_authorities)
     return bundles
 
 

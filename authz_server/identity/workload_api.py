@@ -12,6 +12,9 @@ federated bundle; a trust domain missing from it is no longer trusted. A federat
 with no certificates distrusts that domain (py-spiffe would reject the empty bytes and
 close the source, keeping the old trust in force: `_Client` maps them to an empty bundle).
 
+A bundle CA that cannot sign certificates is logged as a warning (`authorities`), once
+per distinct problem rather than on every update, and kept.
+
 Given `on_jwt_update`, it also runs a `workload_api_jwt.JwtBundleWatcher` beside the
 X509Source (its own stream and client, so that either can fail and recover alone): the
 JWT-SVID keys of a SPIRE-only deployment come from the agent too.
@@ -39,7 +42,8 @@ from spiffe.bundle.x509_bundle.x509_bundle_set import X509BundleSet
 from spiffe.spiffe_id.spiffe_id import TrustDomain
 
 from authz_server.backoff import backoff_delay, sleep_unless
-from authz_server.errors import ConfigError
+from authz_server.errors import ConfigError, quote
+from authz_server.identity.authorities import authority_warnings
 from authz_server.identity.bundles import check_trust_domain
 from authz_server.identity.workload_api_jwt import JwtBundles, JwtBundleWatcher
 from authz_server.metrics import Metrics
@@ -122,6 +126,7 @@ class WorkloadApiSource:
         self.restarts = 0
         self._source: Any = None
         self._client: Any = None
+        self._warned: frozenset[tuple[str, str]] = frozenset()
 
     async def run(self) -> None:
         """Create, watch and recreate the source (and the JWT stream) until `close()`."""
@@ -184,7 +189,19 @@ class WorkloadApiSource:
         self.last_error = None
         if self._metrics is not None:
             self._metrics.workload_api_updates.inc()
+        self._warn_unusable(update)
         await self._on_update(update)
+
+    def _warn_unusable(self, update: X509Update) -> None:
+        """Log each CA that cannot sign, when it first appears (updates repeat the set)."""
+        warnings = frozenset(
+            (td, line)
+            for td, authorities in update.bundles.items()
+            for line in authority_warnings(authorities)
+        )
+        for td, line in sorted(warnings - self._warned):
+            log.warning("Workload API %s: trust domain %s: %s", self.socket, quote(td), line)
+        self._warned = warnings
 
     def _create(self) -> Any:
         client = _Client(self.socket)

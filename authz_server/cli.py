@@ -361,7 +361,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _lint_envoy(args: argparse.Namespace) -> int:
     return lint_envoy.run_lint_envoy(
-        args.file, body_rules=args.body_rules, behind_trusted_proxy=args.behind_trusted_proxy
+        args.file,
+        body_rules=args.body_rules,
+        behind_trusted_proxy=args.behind_trusted_proxy,
+        policy=args.policy,
     )
 
 
@@ -372,6 +375,7 @@ Handler = Callable[[argparse.Namespace], int]
 _FEATURE_COMMANDS: tuple[str, ...] = (
     "authz_server.admin.cli",
     "authz_server.audit_cli",
+    "authz_server.envoy_render",
     "authz_server.policy_tests",
 )
 

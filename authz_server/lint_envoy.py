@@ -1,4 +1,4 @@
-"""`authz-server lint-envoy`: the Envoy settings this server relies on (SPEC §10).
+"""`authz-server lint-envoy`: the Envoy settings this server relies on.
 
 The server refuses what it cannot judge, but some guarantees live in Envoy alone: that every
 request is sent to Check at all, that a timeout is a deny, that the path Envoy routes is the
@@ -20,12 +20,15 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
-from authz_server.errors import ConfigError
+from authz_server.errors import ConfigError, PolicyError
 from authz_server.lint_envoy_codes import CODES, EXT_AUTHZ_TYPE, HEALTH_PATHS, Severity
+
+if TYPE_CHECKING:
+    from authz_server.lint_envoy_policy import BodyRule
 
 __all__ = ["CODES", "Finding", "lint_envoy_config", "lint_envoy_file", "main", "run_lint_envoy"]
 
@@ -129,12 +132,18 @@ def _http_connection_managers(config: Mapping[str, Any]) -> list[_Hcm]:
 
 
 def lint_envoy_config(
-    config: Mapping[str, Any], *, body_rules: bool = False, behind_trusted_proxy: bool = False
+    config: Mapping[str, Any],
+    *,
+    body_rules: bool = False,
+    behind_trusted_proxy: bool = False,
+    policy_body_rules: Sequence[BodyRule] = (),
 ) -> list[Finding]:
     """Every finding in one parsed Envoy config (bootstrap or LDS resources).
 
     `body_rules`: the policy has body conditions, so a whole-body limit is required.
     `behind_trusted_proxy`: a proxy in front sets XFCC, so forwarding it is intended.
+    `policy_body_rules`: the policy's rules that read the body (`lint_envoy_policy`);
+    each route they reach must send it. Implies `body_rules` when not empty.
     """
     hcms = _http_connection_managers(config)
     if not hcms:
@@ -143,7 +152,7 @@ def lint_envoy_config(
     findings: list[Finding] = []
     for hcm in hcms:
         findings += _check_hcm(hcm, behind_trusted_proxy)
-        findings += _check_filters(hcm, body_rules)
+        findings += _check_filters(hcm, body_rules or bool(policy_body_rules), policy_body_rules)
     return findings
 
 
@@ -165,7 +174,9 @@ def _check_hcm(hcm: _Hcm, behind_trusted_proxy: bool) -> Iterator[Finding]:
         yield _finding("xfcc_not_sanitised", where, f"{who}forward_client_cert_details is {xfcc}")
 
 
-def _check_filters(hcm: _Hcm, body_rules: bool) -> Iterator[Finding]:
+def _check_filters(
+    hcm: _Hcm, body_rules: bool, policy_body_rules: Sequence[BodyRule] = ()
+) -> Iterator[Finding]:
     at = f"{hcm.path}.http_filters"
     typed = [
         (i, flt, *_typed(flt)) for i, flt in enumerate(_maps(_get(hcm.config, "http_filters")))
@@ -184,6 +195,10 @@ def _check_filters(hcm: _Hcm, body_rules: bool) -> Iterator[Finding]:
             )
         yield from _check_ext_authz(f"{at}[{i}]", hcm.who, flt, body, body_rules)
         yield from _check_routes(hcm, str(flt.get("name", "")))
+        if policy_body_rules:
+            from authz_server.lint_envoy_policy import check_body_routes  # imports this module
+
+            yield from check_body_routes(hcm, str(flt.get("name", "")), body, policy_body_rules)
 
 
 def _check_ext_authz(
@@ -333,20 +348,38 @@ def run_lint_envoy(
     *,
     body_rules: bool = False,
     behind_trusted_proxy: bool = False,
+    policy: str | None = None,
 ) -> int:
-    """Print every finding with why and how to fix; 0 clean, 1 findings, 2 unreadable."""
+    """Print every finding with why and how to fix; 0 clean, 1 findings, 2 unreadable.
+
+    With `policy`, also check that every route its body-reading rules reach sends the body.
+    """
+    from authz_server.lint_envoy_policy import load_body_rules  # it imports this module
+
     out = out or sys.stdout  # resolved per call, so a redirected stdout is honoured
     try:
         config = load_envoy_file(path)
+        rules = load_body_rules(policy) if policy is not None else []
     except ConfigError as exc:
         print(f"error: {exc}", file=out)
         return 2
+    except PolicyError as exc:
+        print(f"error: policy {policy!r} rejected ({len(exc.issues)} error(s)):", file=out)
+        for issue in exc.issues:
+            print(f"  {issue}", file=out)
+        return 2
     findings = lint_envoy_config(
-        config, body_rules=body_rules, behind_trusted_proxy=behind_trusted_proxy
+        config,
+        body_rules=body_rules,
+        behind_trusted_proxy=behind_trusted_proxy,
+        policy_body_rules=rules,
     )
     if not findings:
         n = len(_http_connection_managers(config))
-        print(f"{path}: ok ({n} HTTP connection manager{'s' * (n != 1)} checked)", file=out)
+        checked = f"{n} HTTP connection manager{'s' * (n != 1)} checked"
+        if policy is not None:
+            checked += f"; {len(rules)} rule(s) of {policy} read the body, every route sends it"
+        print(f"{path}: ok ({checked})", file=out)
         return 0
     errors = sum(f.severity == "error" for f in findings)
     print(f"{path}: {len(findings)} finding(s), {errors} error(s)", file=out)
@@ -370,6 +403,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="this Envoy sits behind a proxy that sets XFCC: allow forwarding it",
     )
+    parser.add_argument(
+        "--policy",
+        metavar="POLICY",
+        help="policy file or directory: check that every route its body-reading rules "
+        "(when.body, when.expr on request.body, mcp_tools, approval) reach sends the body "
+        "(implies --body-rules)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -377,7 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run_lint_envoy(
-        args.file, body_rules=args.body_rules, behind_trusted_proxy=args.behind_trusted_proxy
+        args.file,
+        body_rules=args.body_rules,
+        behind_trusted_proxy=args.behind_trusted_proxy,
+        policy=args.policy,
     )
 
 

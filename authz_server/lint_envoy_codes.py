@@ -120,6 +120,15 @@ CODES: dict[str, Rule] = {
         "set with_request_body: {max_request_bytes: 65536, allow_partial_message: false} on "
         "the ext_authz filter, sized to the largest body your rules judge.",
     ),
+    "body_not_sent_on_route": Rule(
+        "warning",
+        "every request of this rule on this route is denied body_unavailable: the server "
+        "cannot judge a body Envoy never sends (fail closed, so legitimate calls are refused)",
+        "send the body on this route: add a route for the rule's paths before it without "
+        "check_settings.disable_request_body_buffering (the filter's with_request_body, "
+        "max_request_bytes bounded and allow_partial_message: false, then applies), or drop "
+        "that setting from this route.",
+    ),
     "ext_authz_disabled_on_route": Rule(
         "error",
         "this route forwards to an upstream without asking authz-server",

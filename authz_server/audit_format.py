@@ -44,8 +44,14 @@ def audit_record(
     *,
     policy_version: str,
     latency_us: int,
+    api: str | None = None,
 ) -> dict[str, Any]:
-    """The fields of SPEC §9 for one decision; never the body or credentials."""
+    """The fields of SPEC §9 for one decision; never the body or credentials.
+
+    `api` names the API that asked when it is not Envoy's Check (`"authzen"`); such a
+    record also names the caller that vouched for the principal (`vouched_by`), which
+    replay needs to decide it again.
+    """
     return {
         "time": format_time(decision.at),
         "decision_id": decision.decision_id,
@@ -69,6 +75,8 @@ def audit_record(
         **({"identity_note": decision.identity_note} if decision.identity_note else {}),
         # In dry run the record is the would-be deny; name the rule that really granted.
         **({"enforced_rule": decision.enforced_rule} if decision.dry_run else {}),
+        **({"api": api} if api else {}),
+        **({"vouched_by": view.vouched_by} if view is not None and view.vouched_by else {}),
     }
 
 

@@ -28,6 +28,8 @@ class Reason(enum.StrEnum):
     CERTIFICATE_REQUIRED = "certificate_required"
     NO_IDENTITY = "no_identity"
     REVOKED = "revoked"
+    #: AuthZEN: the caller asked about another subject without being a trusted PEP.
+    SUBJECT_NOT_CALLER = "subject_not_caller"
     # rules (SPEC §5.4)
     DENIED_BY_RULE = "denied_by_rule"
     NO_MATCHING_RULE = "no_matching_rule"
@@ -63,6 +65,7 @@ STATUS_BY_REASON: dict[Reason, tuple[int, int]] = {
     Reason.CERTIFICATE_REQUIRED: (GRPC_UNAUTHENTICATED, 401),
     Reason.NO_IDENTITY: (GRPC_UNAUTHENTICATED, 401),
     Reason.REVOKED: (GRPC_PERMISSION_DENIED, 403),
+    Reason.SUBJECT_NOT_CALLER: (GRPC_PERMISSION_DENIED, 403),
     Reason.DENIED_BY_RULE: (GRPC_PERMISSION_DENIED, 403),
     Reason.NO_MATCHING_RULE: (GRPC_PERMISSION_DENIED, 403),
     Reason.APPROVAL_REQUIRED: (GRPC_PERMISSION_DENIED, 403),

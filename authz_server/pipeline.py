@@ -135,7 +135,10 @@ class Pipeline:
     ) -> tuple[Identity | None, str | None] | Decision:
         """The verified identity (None: anonymous) and its audit note, or the deny."""
         try:
-            resolved = self._identity.resolve(view, snapshot.policy.identity, snapshot.bundles, now)
+            policy = snapshot.policy
+            resolved = self._identity.resolve(
+                view, policy.identity, snapshot.bundles, now, policy.authzen.trusted_peps
+            )
         except IdentityFailure as failure:
             return Decision(
                 False,
@@ -144,6 +147,7 @@ class Pipeline:
                 identity_source=failure.source,
                 identity_note=failure.note,
             )
+        # The proxy: a trusted XFCC proxy, or the AuthZEN caller that vouches for another.
         for checked in (resolved.proxy, resolved.identity):
             if checked is not None:
                 revoked = await self._revoked(checked, resolved.note)

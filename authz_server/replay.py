@@ -5,6 +5,10 @@ evaluated by the real `Pipeline` at the moment it was recorded, with the princip
 as already verified, as `authz-server check` does. The result is compared with what was
 recorded: decision, reason, rule and dry-run flag.
 
+Records of the AuthZEN API (`api: authzen`) are replayed the same way, with the caller
+that vouched for the principal (`vouched_by`): a candidate policy that no longer lists
+that caller in `authzen.trusted_peps` denies `subject_not_caller`, a certain change.
+
 What an audit record does not hold, replay cannot judge exactly:
 
 - headers, query and body are not recorded (the log must not hold them), so `when`
@@ -199,11 +203,18 @@ async def _replay(policy: Policy, paths: Sequence[str | Path]) -> ReplayReport:
                     path=record["path"],
                     principal=record.get("principal") or "",
                     request_id=record.get("request_id") or "",
+                    vouched_by=_vouched_by(record),
                 )
                 no_certificate = record["reason"] == Reason.CERTIFICATE_REQUIRED
                 decision = await pipeline.evaluate(view, snapshots[no_certificate])
                 _compare(report, policy, str(path), number, record, decision)
     return report
+
+
+def _vouched_by(record: dict[str, Any]) -> str:
+    """The AuthZEN caller that vouched for the principal; "" for a Check record."""
+    vouched_by = record.get("vouched_by")
+    return vouched_by if isinstance(vouched_by, str) else ""
 
 
 def _needs_unrecorded(rule: Rule | None) -> bool:

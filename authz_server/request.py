@@ -16,6 +16,9 @@ from authz_server.decision import Reason
 from authz_server.errors import RequestError, quote
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
+#: `RequestView.vouched_by` of a caller of a plaintext, loopback-only AuthZEN listener
+#: (`--authzen-insecure-local`, demos): trusted to vouch for any subject. Not a SPIFFE ID.
+LOCAL_PEP = "local-pep (--authzen-insecure-local)"
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
@@ -34,6 +37,12 @@ class RequestView:
     #: URL-encoded PEM of the peer's leaf certificate, as Envoy sends it.
     certificate: str = ""
     request_id: str = ""
+    #: Set only by the AuthZEN listener (`authz_server/authzen/`), never from a CheckRequest:
+    #: the verified SPIFFE ID of the caller (a PEP) that vouches for `principal` in place of
+    #: a certificate, or `LOCAL_PEP`. The identity phase still checks the principal's syntax,
+    #: trust domain, `identity.deny` and revocations, and whether the caller may vouch for
+    #: anyone but itself (`authzen.trusted_peps`; identity/resolve.py).
+    vouched_by: str = ""
 
     @property
     def body_partial(self) -> bool:

@@ -25,11 +25,14 @@ What "present" means:
               element whose URI is the peer's, as a local Envoy with SANITIZE_SET writes),
               which claims nothing.
     jwt_svid  an `authorization: Bearer …` header; another scheme counts as absent.
+
+A view from the AuthZEN listener (`vouched_by` set) bypasses the sources: its subject is
+vouched for by the authenticated caller, and `identity/vouched.py` checks both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,10 +42,11 @@ from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.jwt_svid import HEADER as AUTHORIZATION
 from authz_server.identity.jwt_svid import SOURCE_JWT_SVID, JwtSvidVerifier, bearer_token
 from authz_server.identity.peer import SOURCE_PEER, Identity, PeerIdentity, check_not_denied
+from authz_server.identity.vouched import SOURCE_AUTHZEN, vouched_identity
 from authz_server.identity.x509 import CertificateVerifier
 from authz_server.identity.xfcc import HEADER as XFCC
 from authz_server.identity.xfcc import SOURCE_XFCC, XfccError, forwarded_identity, parse_xfcc
-from authz_server.policy.model import IdentityConfig
+from authz_server.policy.model import IdentityConfig, PrincipalMatcher
 from authz_server.request import RequestView
 
 __all__ = [
@@ -66,7 +70,8 @@ class Resolution:
 
     identity: Identity | None
     note: str | None = None
-    #: The trusted proxy that vouched for an `xfcc` identity (for revocation checks).
+    #: The trusted proxy that vouched for an `xfcc` identity, or the AuthZEN caller that
+    #: vouched for another subject (for revocation checks).
     proxy: Identity | None = None
 
 
@@ -108,11 +113,22 @@ class IdentityResolver:
         self._jwt = jwt or JwtSvidVerifier()
 
     def resolve(
-        self, view: RequestView, config: IdentityConfig, bundles: TrustBundles, now: datetime
+        self,
+        view: RequestView,
+        config: IdentityConfig,
+        bundles: TrustBundles,
+        now: datetime,
+        trusted_peps: Sequence[PrincipalMatcher] = (),
     ) -> Resolution:
-        """The caller's identity; `IdentityFailure` when a present source fails."""
+        """The caller's identity; `IdentityFailure` when a present source fails.
+
+        `trusted_peps` (`authzen.trusted_peps`) only matters for an AuthZEN view."""
         attempt = _Attempt()
         try:
+            if view.vouched_by:
+                attempt.source, attempt.principal = SOURCE_AUTHZEN, view.principal or None
+                subject, caller = vouched_identity(view, config, trusted_peps)
+                return Resolution(subject, proxy=caller)
             if config.sources == _PEER_ONLY:  # the default: one call, nothing else to try
                 attempt.principal = view.principal or None
                 return Resolution(self._peer.resolve(view, config, bundles, now))

@@ -5,8 +5,8 @@ Reading files (and ConfigMap volumes) is `files.py`; YAML with line numbers is
 `yaml_source.py`; this module is the schema.
 
 Merge rules: every file carries `version: 1`; `rules` of all files are concatenated
-(ids unique across files); `identity` (required), `admin` and `defaults` may each appear
-in at most one file. Nothing is ever silently ignored: unknown keys, duplicate keys and
+(ids unique across files); `identity` (required), `admin`, `defaults` and `authzen` may
+each appear in at most one file. Nothing is ever silently ignored: unknown keys, duplicate keys and
 features this version does not implement are errors, because a condition that is
 ignored fails open. `when` and
 `mcp_tools` are compiled here, once (`conditions/`): regexes, CEL programs, zones.
@@ -23,13 +23,22 @@ from typing import TypeVar
 from authz_server.errors import PolicyError, PolicyIssue, quote
 from authz_server.identity.spiffe_id import SCHEME, spiffe_id_problem
 from authz_server.paths import compile_path_template
+from authz_server.policy.authzen_section import compile_authzen
 from authz_server.policy.conditions.base import EMPTY_WHEN, When
 from authz_server.policy.conditions.mcp import McpTools, compile_mcp_tools
 from authz_server.policy.conditions.when import compile_when
 from authz_server.policy.files import SourceFile, policy_version, read_sources
 from authz_server.policy.identity_sources import compile_source_settings, compile_sources
 from authz_server.policy.index import CompiledRouteIndex, Route
-from authz_server.policy.model import Effect, IdentityConfig, Mode, Policy, PrincipalMatcher, Rule
+from authz_server.policy.model import (
+    AuthzenConfig,
+    Effect,
+    IdentityConfig,
+    Mode,
+    Policy,
+    PrincipalMatcher,
+    Rule,
+)
 from authz_server.policy.patterns import (
     compile_host_pattern,
     compile_method,
@@ -52,7 +61,7 @@ _EFFECTS = ("allow", "deny")
 _MODES = ("enforce", "dry_run")
 _RULE_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
-_TOP = frozenset({"version", "identity", "admin", "defaults", "rules"})
+_TOP = frozenset({"version", "identity", "admin", "defaults", "rules", "authzen"})
 _IDENTITY = frozenset(
     {"trust_domains", "sources", "require_certificate", "deny", "xfcc", "jwt_svid"}
 )
@@ -106,7 +115,7 @@ def _build(sources: list[SourceFile], issues: list[PolicyIssue], where: str) -> 
             _check_version(fields, top)
             docs.append((fields, top))
 
-    sections = {name: _Section() for name in ("identity", "admin", "defaults")}
+    sections = {name: _Section() for name in ("identity", "admin", "defaults", "authzen")}
     for fields, top in docs:
         for name, section in sections.items():
             if name not in top.entries:
@@ -122,6 +131,7 @@ def _build(sources: list[SourceFile], issues: list[PolicyIssue], where: str) -> 
         sections["identity"], issues, where, len(docs) == len(sources) > 0
     )
     admin = _admin(sections["admin"], trust_domains)
+    authzen = _authzen(sections["authzen"], trust_domains)
     default_effect, default_mode, allow_non_http = _defaults(sections["defaults"])
 
     routes: list[Route] = []
@@ -150,6 +160,7 @@ def _build(sources: list[SourceFile], issues: list[PolicyIssue], where: str) -> 
         default_mode=default_mode,
         allow_non_http=allow_non_http,
         admin_principals=admin,
+        authzen=authzen,
         version=policy_version(sources),
         files=tuple(s.name for s in sources),
     )
@@ -260,6 +271,17 @@ def _admin(section: _Section, trust_domains: frozenset[str] | None) -> tuple[Pri
         return ()
     return _principals(
         fields, node.entries["principals"], "admin.principals", trust_domains, may_be_empty=True
+    )
+
+
+def _authzen(section: _Section, trust_domains: frozenset[str] | None) -> AuthzenConfig:
+    fields, value = section.fields, section.value
+    if fields is None or value is None:
+        return AuthzenConfig()
+    return compile_authzen(
+        fields,
+        value,
+        lambda v, path: _principals(fields, v, path, trust_domains, may_be_empty=True),
     )
 
 

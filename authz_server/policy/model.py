@@ -101,6 +101,15 @@ class IdentityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthzenConfig:
+    """The `authzen` section: who may ask the AuthZEN API about subjects other than itself."""
+
+    #: Callers (PEPs, e.g. gateways) that may vouch for any subject; all others only for
+    #: themselves (identity/vouched.py).
+    trusted_peps: tuple[PrincipalMatcher, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     identity: IdentityConfig
     rules: tuple[Rule, ...]
@@ -110,6 +119,7 @@ class Policy:
     #: Let CheckRequests without HTTP attributes through (Istio's TCP filter); default deny.
     allow_non_http: bool = False
     admin_principals: tuple[PrincipalMatcher, ...] = ()
+    authzen: AuthzenConfig = AuthzenConfig()
     #: sha256 over the source files' bytes, hex; identifies the policy in audit records.
     version: str = ""
     files: tuple[str, ...] = field(default_factory=tuple)

@@ -159,23 +159,28 @@ def without_path_normalisation(config: str) -> str:
     return _edit(config, change)
 
 
-def with_body_routes(config: str, prefixes: list[str], *, pack_as_bytes: bool = True) -> str:
-    """Send the request body to ext_authz on `prefixes` too, as a deployment with body
-    rules on those paths must (the shipped config sends it on /v1/transfers only).
-
-    `pack_as_bytes: False` makes Envoy send the body as the UTF-8 `body` string instead of
-    `raw_body`: the server must judge both alike.
-    """
+def with_string_body(config: str) -> str:
+    """The body sent as the UTF-8 `body` string instead of `raw_body` (pack_as_bytes off):
+    the server must judge both alike."""
 
     def change(_tls: dict[str, Any], hcm: dict[str, Any]) -> None:
-        routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-        body_routes = [
-            {"name": f"body-{i}", "match": {"prefix": prefix}, "route": {"cluster": "backend"}}
-            for i, prefix in enumerate(prefixes)
-        ]
-        routes[-1:-1] = body_routes  # before the catch-all, which turns buffering off
-        ext_authz = hcm["http_filters"][0]["typed_config"]
-        ext_authz["with_request_body"]["pack_as_bytes"] = pack_as_bytes
+        hcm["http_filters"][0]["typed_config"]["with_request_body"]["pack_as_bytes"] = False
+
+    return _edit(config, change)
+
+
+def without_request_body(config: str) -> str:
+    """No route sends the body: a deployment that forgot the body routes."""
+
+    def change(_tls: dict[str, Any], hcm: dict[str, Any]) -> None:
+        off = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+            "check_settings": {"disable_request_body_buffering": True},
+        }
+        for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+            if "route" in route:
+                per_filter = route.setdefault("typed_per_filter_config", {})
+                per_filter["envoy.filters.http.ext_authz"] = off
 
     return _edit(config, change)
 

@@ -1,6 +1,7 @@
-"""The seed scenarios end to end: real Envoy sending the body (`with_request_body`), real
-mTLS identities, the example policy of `examples/policy`, and an echo backend that shows
-what got through.
+"""The seed scenarios end to end: real Envoy with the shipped front proxy, which sends the
+body (`with_request_body`) on the routes the example policy's body rules reach, real mTLS
+identities, the example policy of `examples/policy`, and an echo backend that shows what
+got through.
 
 The server runs on the real clock, so the two time windows the scenarios depend on are
 rewritten around the current time (one that contains it, one that does not); every other
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +31,6 @@ from tests.e2e.conftest import Proxy, Stack
 pytestmark = pytest.mark.e2e
 
 EXAMPLES = harness.ROOT / "examples" / "policy"
-BODY_PREFIXES = ["/v1/db/", "/v1/releases/", "/mcp"]
 IDENTITIES = {
     "ci-build": "spiffe://example.org/ci/build",
     "ci-release": "spiffe://example.org/ci/release",
@@ -43,9 +43,9 @@ JSON = ("content-type", "application/json")
 class Scenarios:
     certs: harness.Certs
     audit_log: Path
-    raw_body: Proxy  # pack_as_bytes: true, the shipped setting
-    string_body: Proxy  # pack_as_bytes: false
-    shipped: Proxy  # the body is sent on /v1/transfers only
+    shipped: Proxy  # envoy/front-proxy.yaml as shipped: raw_body (pack_as_bytes: true)
+    string_body: Proxy  # the same with pack_as_bytes: false
+    no_body: Proxy  # no route sends the body
 
     def call(
         self,
@@ -59,7 +59,7 @@ class Scenarios:
     ) -> Reply:
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         return stack.https_request(
-            (proxy or self.raw_body).port,
+            (proxy or self.shipped).port,
             path,
             ca=self.certs.ca,
             cert=self.certs.pair(as_),
@@ -108,7 +108,7 @@ def scenarios(e2e: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         services.append(authz)
         e2e.services.append(authz)  # its log is printed with the others on failure
 
-        def proxy(name: str, body_prefixes: list[str], pack_as_bytes: bool = True) -> Proxy:
+        def proxy(name: str, variant: Callable[[str], str] = lambda text: text) -> Proxy:
             port, admin = stack.free_port(), stack.free_port()
             config = harness.render_front_proxy(
                 certs,
@@ -117,11 +117,7 @@ def scenarios(e2e: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 listen_port=port,
                 admin_port=admin,
             )
-            if body_prefixes:
-                config = harness.with_body_routes(
-                    config, body_prefixes, pack_as_bytes=pack_as_bytes
-                )
-            service = stack.start_envoy(logs, name, config, listen_port=port)
+            service = stack.start_envoy(logs, name, variant(config), listen_port=port)
             services.append(service)
             e2e.services.append(service)
             return Proxy(name, port, service)
@@ -129,9 +125,9 @@ def scenarios(e2e: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield Scenarios(
             certs,
             audit_log,
-            raw_body=proxy("envoy-body-routes", BODY_PREFIXES),
-            string_body=proxy("envoy-body-string", BODY_PREFIXES, pack_as_bytes=False),
-            shipped=proxy("envoy-scenarios-shipped", []),
+            shipped=proxy("envoy-scenarios-shipped"),
+            string_body=proxy("envoy-body-string", harness.with_string_body),
+            no_body=proxy("envoy-no-body", harness.without_request_body),
         )
     finally:
         for service in reversed(services):
@@ -281,7 +277,7 @@ def _transfer(amount: object, country: str = "DE") -> dict[str, Any]:
 AGENT_TASK = (("x-agent-task", "T-7"),)
 
 
-@pytest.mark.parametrize("via", ["raw_body", "string_body"])
+@pytest.mark.parametrize("via", ["shipped", "string_body"])
 @pytest.mark.parametrize(
     ("body", "rule"),
     [
@@ -300,7 +296,7 @@ def test_agent_tool_call_within_limits(
     assert seen["headers"]["content-length"] == str(len(json.dumps(body)))
 
 
-@pytest.mark.parametrize("via", ["raw_body", "string_body"])
+@pytest.mark.parametrize("via", ["shipped", "string_body"])
 @pytest.mark.parametrize(
     ("body", "reason", "rule"),
     [
@@ -324,10 +320,43 @@ def test_agent_tool_call_outside_limits_is_denied(
     _denied(reply, reason, rule)
 
 
+# --- the shipped front proxy sends the body wherever an example rule reads it ------------
+
+
+@pytest.mark.parametrize(
+    ("as_", "path", "body", "headers", "rule", "reason"),
+    [
+        pytest.param("agent", "/v1/db/staging/acme/query", {"operation": "insert"}, (), "agents-db-staging", None, id="db-allowed-by-body"),
+        pytest.param("agent", "/v1/db/staging/acme/query", {"operation": "merge"}, (), "agents-db-staging", "condition_failed", id="db-refused-by-body"),
+        pytest.param("agent", "/v1/db/staging/acme/query", {"operation": "alter"}, (), "agents-db-no-ddl", "denied_by_rule", id="db-deny-rule-on-body"),
+        pytest.param("ci-release", "/v1/releases/1.4.2/publish", PUBLISH, RELEASE_HEADERS, "ci-releases-publish", None, id="release-allowed-by-body"),
+        pytest.param("ci-release", "/v1/releases/1.4.2/publish", {**PUBLISH, "channel": "nightly"}, RELEASE_HEADERS, "ci-releases-publish", "condition_failed", id="release-refused-by-body"),
+        pytest.param("agent", "/mcp", _tool("search_docs", q="x"), (), "mcp-read-tools", None, id="mcp-allowed-by-tool"),
+        pytest.param("agent", "/mcp", _tool("admin_reset"), (), "mcp-no-admin-tools", "denied_by_rule", id="mcp-deny-rule-on-tool"),
+    ],
+)  # fmt: skip
+def test_shipped_proxy_sends_the_body_beyond_transfers(
+    scenarios: Scenarios,
+    as_: str,
+    path: str,
+    body: object,
+    headers: tuple[tuple[str, str], ...],
+    rule: str,
+    reason: str | None,
+) -> None:
+    """envoy/front-proxy.yaml as shipped: body rules of examples/policy on routes other
+    than /v1/transfers are decided by the body, never `body_unavailable`."""
+    reply = scenarios.call(as_, "POST", path, body, headers=headers, proxy=scenarios.shipped)
+    if reason is None:
+        _allowed(reply, rule)
+    else:
+        _denied(reply, reason, rule)
+
+
 def test_route_without_body_fails_closed(scenarios: Scenarios) -> None:
     """Forgetting to send the body on a route denies (body_unavailable), never bypasses."""
     reply = scenarios.call(
-        "agent", "POST", "/mcp", _transfer(10), headers=AGENT_TASK, proxy=scenarios.shipped
+        "agent", "POST", "/mcp", _transfer(10), headers=AGENT_TASK, proxy=scenarios.no_body
     )
     _denied(reply, "body_unavailable")
 

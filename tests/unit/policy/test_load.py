@@ -179,8 +179,8 @@ KNOWN_RULE_KEYS = (
         pytest.param(RULE + "    effect: deny\n", [
             (7, None, None, "duplicate key 'effect' (first at line 6)")], id="duplicate-rule-key"),
         pytest.param(HEADER + "rule: []\n", [
-            (4, None, "rule", "unknown key 'rule' (expected one of: admin, defaults, identity, "
-             "rules, version)")], id="unknown-top-key"),
+            (4, None, "rule", "unknown key 'rule' (expected one of: admin, authzen, defaults, "
+             "identity, rules, version)")], id="unknown-top-key"),
         pytest.param(HEADER + "  require_certficate: true\n", [
             (4, None, "identity.require_certficate", "unknown key 'require_certficate' "
              "(expected one of: deny, jwt_svid, require_certificate, sources, trust_domains, "

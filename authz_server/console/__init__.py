@@ -1,0 +1,1 @@
+"""The web approval console: approvals and revocations for admins, over mutual TLS."""

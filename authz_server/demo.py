@@ -8,7 +8,9 @@ Then one human approval round trip: the agent's transfer is refused with an appr
 a human approves it with `authz-server approvals approve` over mutual TLS (the admin API),
 the retry is allowed, and a replay of the same call is refused again.
 It exits 0 only if every step gave the expected answer, so `make demo` doubles as a smoke
-test; on a terminal (and without `--once`) it then keeps the stack up until Ctrl-C.
+test; on a terminal (and without `--once`) it then keeps the stack up until Ctrl-C and
+prints curl commands to try against it. Otherwise the stack stops with the tour, so it
+prints no commands that could only fail, and says how to keep the stack running.
 """
 
 from __future__ import annotations
@@ -267,11 +269,22 @@ def _try_next(port: int, certs: Path, audit_log: Path, logs: Path) -> None:
         args += ["--cert", str(certs / f"{caller}.pem"), "--key", str(certs / f"{caller}.key")]
         return shlex.join([*args, *extra, f"https://localhost:{port}{path}"])
 
-    print("\nTry next:")
+    print("\nThe stack is running. Try your own calls (in another terminal):")
     print(f"  {curl('frontend', '/v1/orders/42')}")
     print(f"  {curl('human', '/v1/reports/q3')}")
     print(f"  {curl('agent', '/v1/orders/42', '-i')}")
     print(f"  {curl('frontend', '/v1/orders/42;x', '--path-as-is', '-i')}")
+    print(f"Audit log: {audit_log}\nProcess logs: {logs}")
+
+
+def _stopped(once: bool, audit_log: Path, logs: Path) -> None:
+    why = "--once" if once else "standard input is not a terminal"
+    print(
+        f"\nThe stack has stopped ({why}): Envoy, authz-server and the backend exit with the"
+        " tour, so there is nothing left to call.\n"
+        "To keep it running and try your own calls, run `authz-server demo` (or `make demo`)"
+        " from a terminal, without --once; it prints curl commands and stays up until Ctrl-C."
+    )
     print(f"Audit log: {audit_log}\nProcess logs: {logs}")
 
 
@@ -342,9 +355,12 @@ def run_demo(workdir: Path, once: bool = False) -> int:
         results += approval_round_trip(len(TOUR) + 1, port, admin_port, certs)
         passed = sum(results)
         print(f"\n{passed}/{len(results)} steps as expected.")
-        _try_next(port, certs, audit_log, logs)
         if not once and sys.stdin.isatty():
+            _try_next(port, certs, audit_log, logs)  # only while the stack is there to call
             _wait_for_interrupt(services)
+        else:
+            _stop_all(services)  # before saying so
+            _stopped(once, audit_log, logs)
         return 0 if passed == len(results) else 1
     except stack.StartupError as exc:
         print(f"demo: {exc}", file=sys.stderr)
@@ -352,8 +368,12 @@ def run_demo(workdir: Path, once: bool = False) -> int:
     except KeyboardInterrupt:  # Ctrl-C before the tour finished
         return 130
     finally:
-        for service in reversed(services):
-            service.stop()
+        _stop_all(services)
+
+
+def _stop_all(services: Sequence[stack.Service]) -> None:
+    for service in reversed(services):
+        service.stop()  # a no-op for one already stopped
 
 
 def _wait_for_interrupt(services: Sequence[stack.Service]) -> None:

@@ -1,7 +1,17 @@
-"""`authz-server demo --once` runs its whole tour against real Envoy and exits 0."""
+"""`authz-server demo`: `--once` runs its whole tour against real Envoy, stops and says so;
+on a terminal the stack stays up, and the curl commands it prints work until Ctrl-C."""
 
 from __future__ import annotations
 
+import json
+import os
+import pty
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,17 +22,82 @@ from authz_server.demo_approval import APPROVAL_STEPS
 
 pytestmark = pytest.mark.e2e
 
+TOTAL = len(TOUR) + len(APPROVAL_STEPS)
+
 
 def test_demo_tour_passes_and_stops_everything(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Every step gets its expected answer; the audit log and curl hints are printed."""
+    """Every step gets its expected answer; then the stack is gone, so no curl line is
+    offered, and the output says the stack stopped and how to keep it running."""
     if stack.envoy_binary() is None:
         pytest.skip("envoy not installed")
     assert run_demo(tmp_path / "demo", once=True) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
-    total = len(TOUR) + len(APPROVAL_STEPS)
-    assert f"{total}/{total} steps as expected." in out
+    assert f"{TOTAL}/{TOTAL} steps as expected." in out
     assert "approved " in out  # the approvals CLI printed what it did
-    assert f"--cacert {tmp_path / 'demo' / 'certs' / 'ca.pem'}" in out
+    assert not _curl_commands(out)
+    assert "The stack has stopped (--once)" in out
+    assert "run `authz-server demo` (or `make demo`) from a terminal, without --once" in out
     assert (tmp_path / "demo" / "audit.jsonl").stat().st_size > 0
+
+
+def _curl_commands(out: str) -> list[str]:
+    return [line.strip() for line in out.splitlines() if line.strip().startswith("curl ")]
+
+
+def _read_until(proc: subprocess.Popen[bytes], marker: str, timeout: float) -> str:
+    """The demo's output up to and including the line with `marker`."""
+    assert proc.stdout is not None
+    out = b""
+    deadline = time.monotonic() + timeout
+    while marker.encode() not in out:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([proc.stdout], [], [], max(left, 0))
+        chunk = os.read(proc.stdout.fileno(), 65536) if ready else b""
+        if not chunk:
+            raise AssertionError(f"no {marker!r} from the demo:\n{out.decode(errors='replace')}")
+        out += chunk
+    return out.decode()
+
+
+def test_on_a_terminal_the_printed_curl_commands_work_until_ctrl_c(tmp_path: Path) -> None:
+    """Stdin a terminal, no --once: the stack stays up, each printed curl command reaches
+    it, and Ctrl-C stops it all."""
+    if stack.envoy_binary() is None:
+        pytest.skip("envoy not installed")
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "authz_server", "demo", "--workdir", str(tmp_path / "demo")],
+        stdin=secondary,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    os.close(secondary)
+    try:
+        out = _read_until(proc, "Ctrl-C stops everything", timeout=120)
+        assert f"{TOTAL}/{TOTAL} steps as expected." in out
+        assert "The stack has stopped" not in out
+        commands = _curl_commands(out)
+        assert len(commands) == 4, out
+        first = shlex.split(commands[0])  # the frontend reads an order
+        reply = subprocess.run(first, capture_output=True, timeout=30, check=False)
+        assert reply.returncode == 0, reply.stderr
+        echoed = json.loads(reply.stdout)
+        assert echoed["headers"]["x-authz-rule"] == "orders-read"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        after = subprocess.run(first, capture_output=True, timeout=30, check=False)
+        assert after.returncode != 0, "Envoy still answers after Ctrl-C"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # the demo stops its children on SIGTERM too
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        os.close(primary)
+        if proc.stdout is not None:
+            proc.stdout.close()

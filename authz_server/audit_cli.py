@@ -2,7 +2,8 @@
 
     audit verify FILE... [--anchor HASH]   exit 0 intact; 1 naming the first bad record
     replay --policy CANDIDATE AUDIT_FILE... [--strict]
-                                            exit 0 when no recorded decision changes; 1 else
+                                            exit 0 when no recorded decision changes; 1 else;
+                                            2 when a file is missing or no audit log
 
 Registered through `cli._FEATURE_COMMANDS`.
 """
@@ -10,10 +11,12 @@ Registered through `cli._FEATURE_COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from authz_server.audit_files import audit_log_problem
 from authz_server.audit_verify import verify_chain
 from authz_server.errors import ConfigError
 from authz_server.policy.load import load_policy
@@ -23,6 +26,7 @@ __all__ = ["add_commands"]
 
 EXIT_OK = 0
 EXIT_FOUND = 1
+EXIT_INVALID = 2
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -36,7 +40,7 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
         description="Files are one chain in the order given, oldest first "
         "(e.g. audit.jsonl.1 audit.jsonl after rotation).",
     )
-    verify.add_argument("files", nargs="+", metavar="FILE")
+    verify.add_argument("files", nargs="+", metavar="FILE", help="audit files, oldest first")
     verify.add_argument(
         "--anchor",
         metavar="HASH",
@@ -48,9 +52,13 @@ def add_commands(subparsers: Any) -> dict[str, Handler]:
         "replay",
         help="list the recorded decisions a candidate policy would change",
         description=MISSING_FIELDS_NOTE[0].upper() + MISSING_FIELDS_NOTE[1:] + ".",
+        epilog="Exit 0 when no recorded decision changes, 1 when one does (with --strict: "
+        "also an uncertain one), 2 when a file is missing or is not an audit log.",
     )
     replay.add_argument("--policy", required=True, help="candidate policy file or directory")
-    replay.add_argument("files", nargs="+", metavar="AUDIT_FILE")
+    replay.add_argument(
+        "files", nargs="+", metavar="AUDIT_FILE", help="audit files written by serve --audit-log"
+    )
     replay.add_argument(
         "--strict", action="store_true", help="uncertain differences also make the exit code 1"
     )
@@ -87,8 +95,19 @@ def _print_change(change: Change) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    # Exit 1 means "the candidate changes decisions": a wrong file must not look like that.
+    try:
+        files = _existing(args.files)
+    except ConfigError as error:
+        print(f"authz-server replay: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    for path in files:
+        problem = audit_log_problem(path)
+        if problem is not None:
+            print(f"authz-server replay: {path} is not an audit log: {problem}", file=sys.stderr)
+            return EXIT_INVALID
     policy = load_policy(args.policy)
-    report = replay_audit(policy, _existing(args.files))
+    report = replay_audit(policy, files)
     if report.changes:
         print(f"changed ({len(report.changes)}):")
         for change in report.changes:

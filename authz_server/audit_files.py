@@ -1,7 +1,9 @@
-"""Reading existing audit files: where a chain left off, and the newest rotated sibling.
+"""Reading existing audit files: where a chain left off, the newest rotated sibling, and
+whether a file is an audit log at all.
 
 The writer (`audit.AuditLog`) continues a chain across restarts and rotations from what
-these find; they only read, and a file they cannot read counts as having no records.
+`read_tail` and `previous_file` find, and a file they cannot read counts as having no
+records; `replay` refuses a file that `audit_log_problem` says is no audit log. All only read.
 """
 
 from __future__ import annotations
@@ -70,4 +72,32 @@ def previous_file(target: str) -> tuple[str, str] | None:
         head = read_tail(entry.path).last_hash
         if head is not None:
             return entry.name, head
+    return None
+
+
+def audit_log_problem(path: str | Path) -> str | None:
+    """Why `path` is not an audit log, or None when it is one.
+
+    An audit log's first non-empty line is a chained record: a JSON object with string
+    `prev` and `hash`. An empty file is an empty log. Later lines are not looked at: a
+    torn or damaged line inside a log is the verifier's business, not a wrong file.
+    """
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    return f"line {number} is not JSON"
+                if not isinstance(record, dict):
+                    return f"line {number} is JSON but not an object"
+                if not isinstance(record.get("prev"), str) or not isinstance(
+                    record.get("hash"), str
+                ):
+                    return f"line {number} is a JSON object without the chain fields prev and hash"
+                return None
+    except OSError as error:
+        return f"cannot read it: {error.strerror or error}"
     return None

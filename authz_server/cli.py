@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
 import logging
 import os
 import sys
@@ -19,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from authz_server import __version__, lint_envoy
+from authz_server.cli_parser import CommandParser, environment_epilog, walk_parsers
 from authz_server.errors import AuthzError, ConfigError, PolicyError
 from authz_server.identity.bundles import parse_bundle_spec
-from authz_server.policy.evaluate import Trace
 from authz_server.policy.load import load_policy
 from authz_server.settings import Settings, env_name
 
@@ -41,9 +40,10 @@ def _env_list(flag: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="authz-server",
         description="Per-action authorization for Envoy, keyed on SPIFFE workload identity.",
+        epilog="`authz-server COMMAND --help` lists a command's flags and their defaults.",
     )
     parser.add_argument("--version", action="version", version=f"authz-server {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -51,29 +51,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(commands)
 
     validate = commands.add_parser("validate", help="check a policy; exit 1 listing every error")
-    validate.add_argument("path")
+    validate.add_argument("path", help="policy file, or directory of *.yaml/*.yml files")
 
-    check = commands.add_parser("check", help="evaluate one described request offline")
-    check.add_argument("--policy", required=True)
-    check.add_argument("--principal", default="", help="SPIFFE ID, taken as verified")
-    check.add_argument("--method", required=True)
-    check.add_argument("--path", required=True, help="path, optionally with ?query")
-    check.add_argument("--host", default="")
-    check.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
-    check.add_argument("--body", default=None, help="JSON text, or @FILE")
-    check.add_argument("--at", default=None, help="ISO 8601 time to evaluate at")
-    check.add_argument("--explain", action="store_true", help="include the rule trace")
+    _add_check(commands)
 
     devcerts = commands.add_parser("dev-certs", help="mint a local CA and X509-SVIDs")
-    devcerts.add_argument("--out", required=True)
-    devcerts.add_argument("--trust-domain", required=True)
+    devcerts.add_argument("--out", required=True, metavar="DIR", help="directory to write to")
     devcerts.add_argument(
-        "--id", action="append", default=[], metavar="NAME=SPIFFE_ID", required=True
+        "--trust-domain", required=True, metavar="TD", help="trust domain of the CA and SVIDs"
     )
-    devcerts.add_argument("--dns", action="append", default=[], metavar="NAME=HOST")
+    devcerts.add_argument(
+        "--id",
+        action="append",
+        default=[],
+        metavar="NAME=SPIFFE_ID",
+        required=True,
+        help="one SVID: NAME.pem and NAME.key for SPIFFE_ID (repeatable)",
+    )
+    devcerts.add_argument(
+        "--dns",
+        action="append",
+        default=[],
+        metavar="NAME=HOST",
+        help="add a DNS name to the SVID NAME, for a server's certificate (repeatable)",
+    )
 
     demo = commands.add_parser("demo", help="real Envoy + authz-server + backend on loopback")
-    demo.add_argument("--workdir", default=".demo")
+    demo.add_argument(
+        "--workdir", default=".demo", metavar="DIR", help="certificates, configs and logs"
+    )
     demo.add_argument("--once", action="store_true", help="run the tour and exit")
 
     lint = commands.add_parser("lint-envoy", help="check an Envoy config for required settings")
@@ -82,9 +88,62 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in _FEATURE_COMMANDS:
         module = importlib.import_module(module_name)
         _COMMANDS.update(module.add_commands(commands))
-    for command in commands.choices.values():
+    for command in walk_parsers(parser):
         apply_environment(command)
+        env_help = environment_epilog(command)
+        if env_help is not None:
+            command.epilog = f"{command.epilog}\n\n{env_help}" if command.epilog else env_help
     return parser
+
+
+_CHECK_EXIT_CODES = """\
+Exit 0 when the decision is enforced as allow, 3 when the policy denies, 2 when the \
+described request is invalid (a malformed --principal, --path, --header, --body or --at: \
+the decision printed says what the server would answer), 1 when the policy does not load."""
+
+
+def _add_check(commands: Any) -> None:
+    check = commands.add_parser(
+        "check",
+        help="evaluate one described request offline",
+        description="Decide one described request against a policy, without a server, and "
+        "print the decision as JSON.",
+        epilog=_CHECK_EXIT_CODES,
+    )
+    check.add_argument("--policy", required=True, help="policy file or directory")
+    check.add_argument(
+        "--principal",
+        default="",
+        metavar="SPIFFE_ID",
+        help="the caller, taken as verified; empty for an anonymous caller",
+    )
+    check.add_argument("--method", required=True, help="HTTP method")
+    check.add_argument("--path", required=True, help="path, optionally with ?query")
+    check.add_argument(
+        "--host", default="", help="the request's host; rules with hosts: never match ''"
+    )
+    check.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="a request header (repeatable; repeated names are joined with ',' as Envoy does)",
+    )
+    check.add_argument(
+        "--body",
+        default=None,
+        metavar="JSON|@FILE",
+        help="request body: JSON text, or @FILE to read it (sent as application/json)",
+    )
+    check.add_argument(
+        "--at",
+        default=None,
+        metavar="ISO8601",
+        help="the time to decide at, with a UTC offset (default: now)",
+    )
+    check.add_argument(
+        "--explain", action="store_true", help="add the trace: each rule considered and why"
+    )
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -140,13 +199,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _add_serve(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the ext_authz gRPC server")
     serve.add_argument(
-        "--policy", default=_env_default("--policy"), help="policy file or directory"
+        "--policy", required=True, help="policy file or directory (reloaded when it changes)"
     )
-    serve.add_argument("--listen", default=_env_default("--listen", "0.0.0.0:9191"))
+    serve.add_argument(
+        "--listen",
+        default=_env_default("--listen", "0.0.0.0:9191"),
+        metavar="HOST:PORT",
+        help="the Check (ext_authz gRPC) listener, on every interface by default; plaintext "
+        "unless --tls-cert/--tls-key or --tls-workload-api",
+    )
     serve.add_argument(
         "--metrics-listen",
         default=_env_default("--metrics-listen", "0.0.0.0:9090"),
-        help="HTTP /metrics, /healthz, /readyz (HOST:PORT, or 'off')",
+        metavar="HOST:PORT|off",
+        help="HTTP /metrics, /healthz, /readyz, plaintext",
     )
     serve.add_argument(
         "--trust-bundle",
@@ -161,8 +227,15 @@ def _add_serve(commands: Any) -> None:
         metavar="SOCKET",
         help="SPIFFE Workload API socket (unix:///path): trust bundles, and the SVID for TLS",
     )
-    serve.add_argument("--tls-cert", default=_env_default("--tls-cert"), metavar="PEM")
-    serve.add_argument("--tls-key", default=_env_default("--tls-key"), metavar="PEM")
+    serve.add_argument(
+        "--tls-cert",
+        default=_env_default("--tls-cert"),
+        metavar="PEM",
+        help="serve the Check listener over mutual TLS with this certificate (with --tls-key)",
+    )
+    serve.add_argument(
+        "--tls-key", default=_env_default("--tls-key"), metavar="PEM", help="its private key"
+    )
     serve.add_argument(
         "--tls-client-ca",
         default=_env_default("--tls-client-ca"),
@@ -186,18 +259,28 @@ def _add_serve(commands: Any) -> None:
         "--reload-interval",
         type=float,
         default=float(_env_default("--reload-interval", "1") or 1),
+        metavar="SECONDS",
         help="seconds between checks of policy, bundle and TLS files (0: on SIGHUP only)",
     )
     serve.add_argument(
-        "--audit-log", default=_env_default("--audit-log"), help="file, or - for stdout"
+        "--audit-log",
+        default=_env_default("--audit-log"),
+        metavar="FILE|-",
+        help="one hash-chained JSON line per decision, to FILE or - for stdout (default: off)",
     )
     serve.add_argument(
         "--grace",
         type=float,
         default=float(_env_default("--grace", "10") or 10),
+        metavar="SECONDS",
         help="seconds to drain in-flight Checks on SIGTERM",
     )
-    serve.add_argument("--log-level", default=_env_default("--log-level", "INFO"))
+    serve.add_argument(
+        "--log-level",
+        default=_env_default("--log-level", "INFO"),
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING or ERROR (to stderr)",
+    )
     serve.add_argument(
         "--store",
         default=_env_default("--store", "memory"),
@@ -208,15 +291,27 @@ def _add_serve(commands: Any) -> None:
         "--workers",
         type=int,
         default=_env_default("--workers", "1"),  # argparse applies `type` to a str default
+        metavar="N",
         help="processes sharing the Check port (SO_REUSEPORT); N>1 needs --store redis://",
     )
     serve.add_argument(
         "--admin-listen",
         default=_env_default("--admin-listen", "127.0.0.1:9192"),
-        help="admin API (approvals, revocations) HOST:PORT, or 'off'",
+        metavar="HOST:PORT|off",
+        help="admin API (approvals, revocations, explain); mutual TLS, so it stays off "
+        "without --admin-tls-cert/--admin-tls-key, a Workload API SVID or "
+        "--admin-insecure-local",
     )
-    serve.add_argument("--admin-tls-cert", default=_env_default("--admin-tls-cert"), metavar="PEM")
-    serve.add_argument("--admin-tls-key", default=_env_default("--admin-tls-key"), metavar="PEM")
+    serve.add_argument(
+        "--admin-tls-cert",
+        default=_env_default("--admin-tls-cert"),
+        metavar="PEM",
+        help="the admin API's certificate (with --admin-tls-key; default: the Workload "
+        "API SVID when --workload-api is given)",
+    )
+    serve.add_argument(
+        "--admin-tls-key", default=_env_default("--admin-tls-key"), metavar="PEM", help="its key"
+    )
     serve.add_argument(
         "--admin-insecure-local",
         action="store_true",
@@ -291,50 +386,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from authz_server.policy_tests import OfflineRequest, decide_offline, parse_at
+    from authz_server.check_cli import run_check
 
-    policy = load_policy(args.policy)
-    headers: list[tuple[str, str]] = []
-    for item in args.header:
-        name, sep, value = item.partition(":")
-        if not sep or not name.strip():
-            raise ConfigError(f"--header {item!r} must be NAME:VALUE")
-        headers.append((name.strip(), value.strip()))
-    body: bytes | None = None
-    if args.body is not None:
-        try:
-            body = Path(args.body[1:]).read_bytes() if args.body[:1] == "@" else args.body.encode()
-        except OSError as error:
-            raise ConfigError(f"--body {args.body!r}: {error.strerror}") from error
-    try:
-        at = parse_at(args.at) if args.at is not None else None
-    except ValueError as error:
-        raise ConfigError(f"--at {error}") from error
-    request = OfflineRequest(
-        path=args.path,
-        method=args.method,
-        principal=args.principal,
-        host=args.host,
-        headers=tuple(headers),
-        body=body,
-        at=at,
-    )
-    trace = Trace() if args.explain else None
-    decision = asyncio.run(decide_offline(policy, request, trace))
-    output: dict[str, object] = {
-        "decision": decision.verdict,
-        "reason": decision.reason.value,
-        "rule": decision.rule,
-        "status": decision.http_status,
-        "principal": decision.principal,
-        "dry_run": decision.dry_run,
-        "enforced": "allow" if decision.enforced_allow else "deny",
-        "enforced_rule": decision.enforced_rule if decision.dry_run else decision.rule,
-    }
-    if trace is not None:
-        output["trace"] = trace.steps
-    print(json.dumps(output, indent=2))
-    return EXIT_OK if decision.enforced_allow else EXIT_DENY
+    return run_check(args)
 
 
 def _dev_certs(args: argparse.Namespace) -> int:

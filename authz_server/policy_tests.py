@@ -344,7 +344,13 @@ def _run(args: argparse.Namespace) -> int:
 def add_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> dict[str, Callable[[argparse.Namespace], int]]:
-    parser = subparsers.add_parser("test", help="run policy test files (SPEC §8)")
+    parser = subparsers.add_parser(
+        "test",
+        help="run policy test files",
+        description="Run policy test files: each names a policy and cases of a request and "
+        "the expected decision. Exit 0 when all pass, 1 when any fails, 2 when a test file "
+        "cannot be read.",
+    )
     parser.add_argument(
         "paths", nargs="+", metavar="PATH", help="test files, or directories of *_test.yaml"
     )

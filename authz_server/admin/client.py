@@ -1,7 +1,8 @@
 """The admin API client behind `authz-server approvals|revoke|unrevoke` (mutual TLS, sync grpc).
 
 Loaded only when one of those commands runs. Each function prints what the server did and
-returns the exit code: 0 done, 1 refused (the server's status and reason on stderr).
+returns the exit code: 0 done, 1 refused (the server's status and reason on stderr) or not
+connected (grpc's reason, and which flag to change when the cause is recognisable).
 """
 
 from __future__ import annotations
@@ -74,9 +75,14 @@ def _call(args: argparse.Namespace, method: str, request: Message, reply: type[_
 
 class _Refused(Exception):
     def __init__(self, error: grpc.RpcError) -> None:
-        code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-        details = error.details() if isinstance(error, grpc.Call) else str(error)
-        super().__init__(f"{code.name}: {details}")
+        self.code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+        self.details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+        super().__init__(f"{self.code.name}: {self.details}")
+
+    @property
+    def not_connected(self) -> bool:
+        """grpc never reached the service: the server did not refuse anything."""
+        return self.code is grpc.StatusCode.UNAVAILABLE and "failed to connect" in self.details
 
 
 def _refusable(run: Callable[[argparse.Namespace], int]) -> Handler:
@@ -84,10 +90,48 @@ def _refusable(run: Callable[[argparse.Namespace], int]) -> Handler:
         try:
             return run(args)
         except _Refused as refused:
-            print(f"refused: {refused}", file=sys.stderr)
+            if not refused.not_connected:
+                print(f"refused: {refused}", file=sys.stderr)
+                return EXIT_REFUSED
+            print(f"cannot connect to the admin API at {args.admin}: {refused}", file=sys.stderr)
+            hint = connection_hint(args, refused.details)
+            if hint is not None:
+                print(f"  {hint}", file=sys.stderr)
             return EXIT_REFUSED
 
     return handler
+
+
+def connection_hint(args: argparse.Namespace, details: str) -> str | None:
+    """What to change when grpc's connection error has a recognisable cause."""
+    host = args.server_name or listen_host(args.admin)
+    if "Hostname Verification" in details or "No match found for server name" in details:
+        if args.server_name:
+            return (
+                f"the server's certificate does not name {host!r} (--server-name): give a "
+                "DNS name or IP address the certificate carries"
+            )
+        return (
+            f"the server's certificate does not name {host!r}: connect by a name it carries, "
+            "or give that name with --server-name NAME"
+        )
+    if "WRONG_VERSION_NUMBER" in details and not args.insecure_local:
+        return (
+            f"{args.admin} does not speak TLS: a server run with --admin-insecure-local "
+            "serves plaintext on loopback; connect to it with --insecure-local"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        return (
+            f"the server's certificate does not chain to --ca {args.ca}: give the CA that issued it"
+        )
+    if args.insecure_local and ("Socket closed" in details or "Connection reset" in details):
+        return (
+            f"{args.admin} closed the plaintext connection: it probably requires mutual TLS; "
+            "drop --insecure-local and give --cert, --key and --ca"
+        )
+    if "Connection refused" in details:
+        return f"nothing listens on {args.admin}: is the server's --admin-listen that address?"
+    return None
 
 
 def _when(stamp: timestamp_pb2.Timestamp) -> str:

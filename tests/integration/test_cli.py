@@ -125,7 +125,7 @@ def test_validate_reports_every_error_located(tmp_path: Path) -> None:
                 "--path",
                 "/v1/orders/../admin",
             ],
-            3,
+            2,
             "deny",
             "non_canonical_path",
             None,
@@ -140,7 +140,7 @@ def test_validate_reports_every_error_located(tmp_path: Path) -> None:
                 "--path",
                 "/v1/orders/1",
             ],
-            3,
+            2,
             "deny",
             "invalid_spiffe_id",
             None,
@@ -159,7 +159,8 @@ def test_validate_reports_every_error_located(tmp_path: Path) -> None:
 def test_check(
     policy: Path, args: list[str], code: int, decision: str, reason: str, rule: str | None
 ) -> None:
-    """`check` prints the decision as JSON and exits 0 on allow, 3 on deny."""
+    """`check` prints the decision as JSON and exits 0 on allow, 3 when the policy denies,
+    2 when the described request is invalid (the server would refuse it before any rule)."""
     result = run("check", "--policy", str(policy), *args)
     assert result.returncode == code, result.stderr
     output = json.loads(result.stdout)
@@ -173,6 +174,164 @@ def test_check_with_invalid_policy_exits_1(tmp_path: Path) -> None:
     result = run("check", "--policy", str(path), "--method", "GET", "--path", "/")
     assert result.returncode == 1
     assert "policy rejected" in result.stderr
+
+
+HOSTED = """\
+version: 1
+identity:
+  trust_domains: [example.org]
+rules:
+  - id: orders-read
+    hosts: ["orders.internal"]
+    methods: [GET]
+    paths: ["/v1/orders/{id}"]
+    principals: ["spiffe://example.org/ns/shop/sa/*"]
+    effect: allow
+  - id: orders-write
+    methods: [POST]
+    paths: ["/v1/orders/{id}"]
+    principals: ["spiffe://example.org/ns/shop/sa/*"]
+    effect: allow
+"""
+WEB = "spiffe://example.org/ns/shop/sa/web"
+
+
+@pytest.mark.parametrize(
+    ("args", "note"),
+    [
+        pytest.param(
+            ["--method", "GET", "--path", "/v1/orders/7"],
+            "no rule matches host '', method GET, path /v1/orders/7; rules with hosts: never "
+            "match an empty --host (the default), and these would match with theirs: "
+            "orders-read (hosts orders.internal); rules that match this path with another "
+            "--method: orders-write (POST)",
+            id="empty-host",
+        ),
+        pytest.param(
+            ["--method", "GET", "--path", "/v1/orders/7", "--host", "shop.internal"],
+            "no rule matches host 'shop.internal', method GET, path /v1/orders/7; rules that "
+            "match another host: orders-read (hosts orders.internal); rules that match this "
+            "path with another --method: orders-write (POST)",
+            id="other-host",
+        ),
+        pytest.param(
+            ["--method", "DELETE", "--path", "/v1/orders/7?x=1", "--host", "orders.internal"],
+            "no rule matches host 'orders.internal', method DELETE, path /v1/orders/7?x=1; "
+            "rules that match this path with another --method: orders-read (GET); "
+            "orders-write (POST)",
+            id="other-method",
+        ),
+        pytest.param(
+            ["--method", "GET", "--path", "/nowhere"],
+            "no rule matches host '', method GET, path /nowhere",
+            id="nothing-near",
+        ),
+    ],
+)
+def test_check_explains_why_no_rule_was_considered(
+    tmp_path: Path, args: list[str], note: str
+) -> None:
+    """When no rule's route matches, the trace holds no rule: the note says what was
+    looked for and which rules would have matched another host or method."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(HOSTED)
+    result = run("check", "--policy", str(policy), "--principal", WEB, *args, "--explain")
+    assert result.returncode == 3, result.stderr
+    output = json.loads(result.stdout)
+    assert output["reason"] == "no_matching_rule"
+    assert output["note"] == note
+    assert [step["rule"] for step in output["trace"]] == [None]  # only the outcome
+
+
+def test_check_adds_no_note_when_the_trace_explains(policy: Path) -> None:
+    """A decision made by a rule needs no note: the trace shows it."""
+    result = run("check", "--policy", str(policy), "--principal", WEB, "--method", "GET",
+                 "--path", "/admin/x", "--explain")  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    output = json.loads(result.stdout)
+    assert "note" not in output
+    assert output["trace"][0]["rule"] == "no-admin"
+
+
+@pytest.mark.parametrize(
+    ("principal", "path", "reason", "note"),
+    [
+        pytest.param(
+            "spiffe://Example.org/ns/shop/sa/web", "/v1/orders/1", "invalid_spiffe_id",
+            "invalid SPIFFE ID 'spiffe://Example.org/ns/shop/sa/web': trust domain may "
+            "contain only [a-z0-9._-] (no port, userinfo, upper case)",
+            id="upper-case-trust-domain",
+        ),
+        pytest.param(
+            "spiffe://example.org/ns//web", "/v1/orders/1", "invalid_spiffe_id",
+            "invalid SPIFFE ID 'spiffe://example.org/ns//web': empty path segment",
+            id="empty-segment",
+        ),
+        pytest.param(
+            WEB, "/v1/orders/../admin", "non_canonical_path",
+            "the path is not canonical (dot segment '..')",
+            id="dot-dot",
+        ),
+    ],
+)  # fmt: skip
+def test_check_invalid_request_exits_2_naming_the_rule_it_breaks(
+    policy: Path, principal: str, path: str, reason: str, note: str
+) -> None:
+    """A principal or path the server refuses before any rule is invalid input: exit 2,
+    and the decision says which rule of the grammar failed (the trace is empty)."""
+    result = run("check", "--policy", str(policy), "--principal", principal, "--method", "GET",
+                 "--path", path, "--explain")  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    output = json.loads(result.stdout)
+    assert (output["decision"], output["reason"], output["trace"]) == ("deny", reason, [])
+    assert output["note"] == f"{note}: refused before any rule is considered"
+    assert result.stderr == f"authz-server check: invalid request: {output['note']}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["--at", "2026-11-28T10:00:00"],
+            "--at '2026-11-28T10:00:00' needs a UTC offset",
+            id="at-without-offset",
+        ),
+        pytest.param(["--at", "Saturday"], "--at 'Saturday' is not ISO 8601", id="at-not-a-time"),
+        pytest.param(
+            ["--body", "{amount: 5}"],
+            "--body is not JSON (Expecting property name",
+            id="body-not-json",
+        ),
+        pytest.param(
+            ["--body", "@/nonexistent/body.json"],
+            "--body '@/nonexistent/body.json': No such file",
+            id="body-file-missing",
+        ),
+        pytest.param(
+            ["--header", "x-ticket"],
+            "--header 'x-ticket' must be NAME:VALUE",
+            id="header-without-colon",
+        ),
+    ],
+)
+def test_check_malformed_flags_exit_2_with_one_line(
+    policy: Path, args: list[str], message: str
+) -> None:
+    """A malformed flag is a usage error: exit 2, one line naming the flag, no decision."""
+    result = run("check", "--policy", str(policy), "--principal", WEB, "--method", "POST",
+                 "--path", "/v1/orders/1", *args)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"authz-server check: {message}")
+    assert result.stderr.count("\n") == 1
+
+
+def test_check_sends_other_bytes_with_their_content_type(policy: Path) -> None:
+    """A body that is not JSON is accepted when a content-type says it is something else."""
+    result = run("check", "--policy", str(policy), "--principal", WEB, "--method", "GET",
+                 "--path", "/v1/orders/1", "--header", "content-type:text/plain",
+                 "--body", "plain words")  # fmt: skip
+    assert result.returncode == 0, result.stderr
 
 
 def test_dev_certs(tmp_path: Path) -> None:

@@ -219,3 +219,59 @@ def test_replay_with_an_invalid_candidate_lists_its_errors(
     code, out = _run(capsys, "replay", "--policy", _candidate(tmp_path, "version: 2\n"), str(path))
     assert code == 1
     assert "policy rejected" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        pytest.param("# authz-server\n\nPer-action authorization\n", "line 1 is not JSON", id="markdown"),
+        pytest.param("\n\n  \nnot json\n", "line 4 is not JSON", id="blank-lines-then-text"),
+        pytest.param('["a", "b"]\n', "line 1 is JSON but not an object", id="json-array"),
+        pytest.param('{"decision": "allow"}\n', "line 1 is a JSON object without the chain fields prev and hash", id="unchained-object"),
+    ],
+)  # fmt: skip
+def test_replay_refuses_a_file_that_is_not_an_audit_log(
+    audit_file: tuple[Path, dict[str, str]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    problem: str,
+) -> None:
+    """Replaying the wrong file is an error, exit 2 with one line, not "0 changed" (exit
+    1 would read as "decisions changed"); nothing is replayed, not even the good file."""
+    path, _ = audit_file
+    wrong = tmp_path / "notes.md"
+    wrong.write_text(text)
+    code = cli.main(["replay", "--policy", _candidate(tmp_path, POLICY), str(path), str(wrong)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert captured.err == f"authz-server replay: {wrong} is not an audit log: {problem}\n"
+
+
+def test_replay_of_a_missing_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing file is named; its exit code cannot be mistaken for changed decisions."""
+    code, out = _run(
+        capsys, "replay", "--policy", _candidate(tmp_path, POLICY), str(tmp_path / "nope.jsonl")
+    )
+    assert code == 2
+    assert "nope.jsonl' not found" in out
+
+
+def test_replay_of_an_empty_log_or_a_damaged_line_inside_one_is_no_error(
+    audit_file: tuple[Path, dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty file is an empty log; a torn line after real records is counted, not fatal."""
+    path, _ = audit_file
+    with path.open("a") as f:
+        f.write('{"torn": \n')
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, out = _run(
+        capsys, "replay", "--policy", _candidate(tmp_path, POLICY), str(empty), str(path)
+    )
+    assert code == 0, out
+    assert "6 decision(s) replayed" in out
+    assert "not replayed: 1 unreadable line" in out

@@ -224,9 +224,9 @@ def test_check_dry_run_is_enforced_as_allow(capsys: pytest.CaptureFixture[str]) 
 def test_check_usage_errors(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Bad flags exit 1 with a message naming the flag."""
+    """Bad flags are usage errors: exit 2 with a message naming the flag."""
     code = cli.main(
         ["check", "--policy", str(EXAMPLES / "policy"), "--method", "GET", "--path", "/", *args]
     )
-    assert code == 1
+    assert code == 2
     assert message in capsys.readouterr().err

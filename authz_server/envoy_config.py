@@ -11,6 +11,8 @@ import string
 from collections.abc import Mapping
 from pathlib import Path
 
+from authz_server.errors import ConfigError
+
 __all__ = ["DEFAULTS", "placeholders", "render_envoy_config", "shipped_configs"]
 
 #: Values that are the same in almost every deployment; anything else must be given.
@@ -25,14 +27,20 @@ DEFAULTS: Mapping[str, str] = {
 def render_envoy_config(template_path: Path | str, **values: object) -> str:
     """Fill a template's `${NAME}` placeholders from `values` over `DEFAULTS`.
 
-    Raises `KeyError` naming the missing placeholder.
+    Raises `ConfigError` naming the template and every placeholder without a value, or
+    the place of a `$` that is not a placeholder (write `$$` for a literal one).
     """
     text = Path(template_path).read_text(encoding="utf-8")
     merged = {**DEFAULTS, **{name: str(value) for name, value in values.items()}}
+    template = string.Template(text)
+    missing = sorted(set(template.get_identifiers()) - set(merged))
+    if missing:
+        names = ", ".join(f"${{{name}}}" for name in missing)
+        raise ConfigError(f"Envoy template {template_path}: no value for {names} (give each one)")
     try:
-        return string.Template(text).substitute(merged)
-    except KeyError as exc:
-        raise KeyError(f"{template_path}: no value for placeholder ${{{exc.args[0]}}}") from exc
+        return template.substitute(merged)
+    except ValueError as exc:  # "Invalid placeholder in string: line 3, col 7"
+        raise ConfigError(f"Envoy template {template_path}: {exc} (write $$ for a '$')") from None
 
 
 def placeholders(template_path: Path | str) -> set[str]:

@@ -40,9 +40,10 @@ from grpc_reflection.v1alpha import reflection
 from authz_server.admin.server import AdminServer, admin_certificate
 from authz_server.admin.wiring import start_admin_beside
 from authz_server.audit import AuditLog, NullAudit
-from authz_server.errors import StoreUnavailable
+from authz_server.errors import ConfigError, StoreUnavailable
 from authz_server.identity.bundles import DomainBundle, load_bundles
 from authz_server.identity.workload_api import WorkloadApiSource, X509Update
+from authz_server.listen import add_grpc_port
 from authz_server.metrics import Metrics
 from authz_server.pipeline import Pipeline
 from authz_server.policy.load import load_policy
@@ -235,12 +236,19 @@ async def start_server(
     reflection.enable_server_reflection(
         [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    if tls is not None:
-        port = server.add_secure_port(settings.listen, tls.server_credentials())
-    else:
-        port = server.add_insecure_port(settings.listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {settings.listen}")
+    server_credentials = tls.server_credentials() if tls is not None else None
+    try:
+        port = add_grpc_port(
+            server,
+            "--listen",
+            settings.listen,
+            server_credentials,
+            reuse_port=settings.worker is not None,
+        )
+    except ConfigError:
+        audit.close()
+        await observed.close()
+        raise
 
     running = RunningServer(
         server, port, service, health_servicer, audit, metrics, state, tls=tls, store=observed

@@ -35,6 +35,7 @@ import time
 from types import FrameType
 
 from authz_server.errors import ConfigError
+from authz_server.listen import check_listen
 from authz_server.policy.load import load_policy
 from authz_server.settings import Settings
 
@@ -97,6 +98,9 @@ def run_workers(settings: Settings) -> int:
         if base and base + settings.workers - 1 > 65535:
             raise ConfigError("--metrics-listen: port + workers - 1 exceeds 65535")
     load_policy(settings.policy)  # a bad policy fails here, once, before any worker starts
+    check_listen("--listen", settings.listen, reuse_port=True)  # so does a port in use
+    if settings.admin_enabled and settings.admin_listen is not None:
+        check_listen("--admin-listen", settings.admin_listen, reuse_port=True)
     stopping = False
 
     def start(index: int) -> subprocess.Popen[bytes]:

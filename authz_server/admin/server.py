@@ -30,6 +30,7 @@ from authz_server.admin.service import (
 from authz_server.clock import Clock
 from authz_server.errors import ConfigError, quote
 from authz_server.identity.bundles import TrustBundles
+from authz_server.listen import add_grpc_port
 from authz_server.pipeline import Snapshot
 from authz_server.state.store import Store
 from authz_server.tls import ServerCertificate, TlsCredentials, load_certificate_files
@@ -84,7 +85,8 @@ async def start_admin_server(
     certificate: ServerCertificate | None = None,
     reuse_port: bool = False,
 ) -> AdminServer:
-    """Bind and start the admin API; `ConfigError` for an unsafe or incomplete setup.
+    """Bind and start the admin API; `ConfigError` for an unsafe or incomplete setup, or
+    an address it cannot listen on.
 
     The serving certificate is `tls_cert`/`tls_key`, else `certificate` (a Workload API
     SVID; update it through `AdminServer.credentials`). `reuse_port` lets the workers of
@@ -123,12 +125,10 @@ async def start_admin_server(
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
     server.add_generic_rpc_handlers((service.handler(),))
     reflection.enable_server_reflection([SERVICE_NAME, reflection.SERVICE_NAME], server)
-    if credentials is None:
-        port = server.add_insecure_port(listen)
-    else:
-        port = server.add_secure_port(listen, credentials.server_credentials())
-    if port == 0:
-        raise OSError(f"admin API: cannot listen on {listen}")
+    server_credentials = credentials.server_credentials() if credentials is not None else None
+    port = add_grpc_port(
+        server, "--admin-listen", listen, server_credentials, reuse_port=reuse_port
+    )
     await server.start()
     if insecure_local:
         log.warning(

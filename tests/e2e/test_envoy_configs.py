@@ -12,6 +12,7 @@ import pytest
 from authz_server import stack
 from authz_server.demo import DEMO_POLICY
 from authz_server.envoy_config import placeholders, render_envoy_config, shipped_configs
+from authz_server.errors import ConfigError
 from authz_server.lint_envoy import run_lint_envoy
 from tests.e2e import harness
 
@@ -67,7 +68,7 @@ def test_shipped_config_renders_and_validates(template: Path, tmp_path: Path) ->
 
 def test_missing_placeholder_value_is_an_error_naming_it() -> None:
     """A forgotten value fails loudly instead of leaving `${...}` in an Envoy config."""
-    with pytest.raises(KeyError, match=r"\$\{AUTHZ_PORT\}"):
+    with pytest.raises(ConfigError, match=r"\$\{AUTHZ_PORT\}"):
         render_envoy_config(harness.FRONT_PROXY, LISTEN_PORT=1, ADMIN_PORT=2, CERT_DIR="/c")
 
 

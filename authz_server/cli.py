@@ -2,22 +2,26 @@
 
 Every flag of every command also reads an `AUTHZ_*` environment variable (`--trust-bundle`
 → `AUTHZ_TRUST_BUNDLE`); a flag on the command line wins. Repeatable flags take a
-comma-separated list from the environment, switches take 1/true/yes/on.
+comma-separated list from the environment, switches take 1/true/yes/on or 0/false/no/off;
+a value the flag would refuse is a usage error naming the variable (`cli_env.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
+import select
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from authz_server import __version__, lint_envoy
+from authz_server.cli_env import apply_environment, environment_error
 from authz_server.cli_parser import CommandParser, environment_epilog, walk_parsers
 from authz_server.errors import AuthzError, ConfigError, PolicyError
 from authz_server.identity.bundles import parse_bundle_spec
@@ -74,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=HOST",
         help="add a DNS name to the SVID NAME, for a server's certificate (repeatable)",
+    )
+    devcerts.add_argument(
+        "--force",
+        action="store_true",
+        help="mint a new CA even when DIR holds one (by default its ca.pem/ca.key sign the "
+        "new SVIDs, so certificates it issued before keep verifying)",
     )
 
     demo = commands.add_parser("demo", help="real Envoy + authz-server + backend on loopback")
@@ -146,43 +156,43 @@ def _add_check(commands: Any) -> None:
     )
 
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-
-
-class _EnvironmentList(list[str]):
-    """A repeatable flag's default from the environment: the first value given on the
-    command line replaces it instead of appending to it (argparse copies the default
-    before appending)."""
-
-    def __copy__(self) -> list[str]:
-        return []
-
-
-def apply_environment(parser: argparse.ArgumentParser) -> None:
-    """Give every `--flag` of `parser` its `AUTHZ_FLAG` environment value as default.
-
-    Only defaults change, so a flag given on the command line still wins, and a required
-    flag is satisfied by its variable.
-    """
-    for action in parser._actions:  # argparse has no public iterator over its actions
-        flags = [o for o in action.option_strings if o.startswith("--")]
-        if not flags or isinstance(action, argparse._HelpAction | argparse._VersionAction):
-            continue
-        value = os.environ.get(env_name(max(flags, key=len)))
-        if value is None:
-            continue
-        if isinstance(action, argparse._StoreTrueAction):
-            action.default = value.strip().lower() in _TRUE
-        elif isinstance(action, argparse._AppendAction):
-            action.default = _EnvironmentList(v.strip() for v in value.split(",") if v.strip())
-        else:
-            converter = action.type if callable(action.type) else str
-            action.default = converter(value)
-        action.required = False
+#: The status a shell reports for a tool killed by SIGPIPE (128 + 13), which is how `cat`,
+#: `grep` or `yes` end when the reader of their output goes away (`... | head -1`): quiet,
+#: yet a failure under `set -o pipefail`. Python ignores SIGPIPE, so it is returned instead.
+EXIT_BROKEN_PIPE = 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit status; a closed stdout ends it quietly."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise
+        with contextlib.suppress(OSError, ValueError):  # nothing more reaches the pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe or socket nobody reads any more (not some other EPIPE)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    bad_environment = environment_error(args)
+    if bad_environment is not None:
+        print(bad_environment, file=sys.stderr)
+        return EXIT_USAGE
     try:
         handler = _COMMANDS[args.command]
         return handler(args)
@@ -258,7 +268,7 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument(
         "--reload-interval",
         type=float,
-        default=float(_env_default("--reload-interval", "1") or 1),
+        default=1.0,
         metavar="SECONDS",
         help="seconds between checks of policy, bundle and TLS files (0: on SIGHUP only)",
     )
@@ -271,7 +281,7 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument(
         "--grace",
         type=float,
-        default=float(_env_default("--grace", "10") or 10),
+        default=10.0,
         metavar="SECONDS",
         help="seconds to drain in-flight Checks on SIGTERM",
     )
@@ -290,7 +300,7 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument(
         "--workers",
         type=int,
-        default=_env_default("--workers", "1"),  # argparse applies `type` to a str default
+        default=1,
         metavar="N",
         help="processes sharing the Check port (SO_REUSEPORT); N>1 needs --store redis://",
     )
@@ -401,8 +411,18 @@ def _dev_certs(args: argparse.Namespace) -> int:
         if not sep or name not in ids:
             raise ConfigError(f"--dns {spec!r} must be NAME=HOST for a NAME given with --id")
         dns.setdefault(name, []).append(host)
-    paths = write_dev_certs(Path(args.out), args.trust_domain, ids, dns)
-    for name, path in paths.items():
+    written = write_dev_certs(Path(args.out), args.trust_domain, ids, dns, force=args.force)
+    ca_file = written.paths["ca.pem"]
+    until = written.authority.certificate.not_valid_after_utc.date().isoformat()
+    print(
+        {
+            "new": f"minted a new CA: {ca_file} (until {until})",
+            "reused": f"reused the CA in {ca_file} (until {until}); --force mints a new one",
+            "replaced": f"minted a new CA in place of the old one (--force): {ca_file}; "
+            "certificates the old CA signed no longer verify against it",
+        }[written.ca]
+    )
+    for name, path in written.paths.items():
         print(f"{name}: {path}")
     return EXIT_OK
 

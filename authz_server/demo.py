@@ -216,7 +216,8 @@ TOUR = [
 def _mint(certs: Path) -> None:
     """Dev certificates for every demo caller, plus one leaf with two URI SANs."""
     dns = {"envoy": ["localhost"], "authz-admin": ["localhost"]}
-    devcerts.write_dev_certs(certs, TRUST_DOMAIN, IDS, dns=dns)
+    # A fresh CA every run: the demo's state is its own and nothing outside trusts it.
+    devcerts.write_dev_certs(certs, TRUST_DOMAIN, IDS, dns=dns, force=True)
     key = serialization.load_pem_private_key((certs / "ca.key").read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):  # write_dev_certs mints P-256
         raise TypeError(f"{certs / 'ca.key'}: expected an EC key")

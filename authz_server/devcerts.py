@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,9 +30,12 @@ from authz_server.identity.spiffe_id import parse_spiffe_id
 __all__ = [
     "Authority",
     "CaKeyUsageKind",
+    "CaOutcome",
+    "DevCerts",
     "EkuKind",
     "KeyUsageKind",
     "key_pem",
+    "load_authority",
     "mint_ca",
     "mint_svid",
     "parse_id_spec",
@@ -59,6 +62,8 @@ CA_LIFETIME = timedelta(days=365)
 SVID_LIFETIME = timedelta(days=30)
 #: Clock skew allowance: certificates start a little in the past.
 BACKDATE = timedelta(minutes=5)
+
+_Extension = TypeVar("_Extension", bound=x509.ExtensionType)
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]+")
@@ -221,30 +226,140 @@ def parse_id_spec(text: str) -> tuple[str, str]:
     return name, spiffe_id
 
 
+CaOutcome = Literal["new", "reused", "replaced"]
+
+
+@dataclass(frozen=True)
+class DevCerts:
+    """What `write_dev_certs` wrote, and whether the CA in `ca.pem` is new."""
+
+    #: `ca.pem`, `ca.key`, `<name>.pem`, `<name>.key` → its path.
+    paths: Mapping[str, Path]
+    authority: Authority
+    #: new: no CA was there; reused: the one there signed the SVIDs; replaced: `force`.
+    ca: CaOutcome
+
+
 def write_dev_certs(
     out_dir: Path,
     trust_domain: str,
     ids: Mapping[str, str],
     dns: Mapping[str, Sequence[str]] | None = None,
-) -> dict[str, Path]:
-    """Write `ca.pem`/`ca.key` and `<name>.pem`/`<name>.key` per id; return the paths.
+    *,
+    force: bool = False,
+) -> DevCerts:
+    """Write `<name>.pem`/`<name>.key` per id, signed by the CA in `ca.pem`/`ca.key`.
 
-    Keys are written 0600. Everything is validated before the first file is written, so
-    a bad name or ID leaves `out_dir` untouched.
+    A CA already in `out_dir` signs the new SVIDs, so that certificates it issued before
+    keep verifying against `ca.pem`; it must belong to `trust_domain`. Without one, or
+    with `force`, a new CA is minted and written (replacing the old: what it signed stops
+    verifying). Keys are written 0600. Everything is validated and loaded before the first
+    file is written, so a bad name, ID or CA leaves `out_dir` untouched.
     """
     dns = dns or {}
     _check_request(trust_domain, ids, dns)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    authority = mint_ca(trust_domain)
-    paths = {
-        "ca.pem": _write(out_dir / "ca.pem", pem(authority.certificate), 0o644),
-        "ca.key": _write(out_dir / "ca.key", key_pem(authority.key), 0o600),
-    }
-    for name, spiffe_id in ids.items():
-        cert, key = mint_svid(authority, spiffe_id, dns_names=tuple(dns.get(name, ())))
-        paths[f"{name}.pem"] = _write(out_dir / f"{name}.pem", pem(cert), 0o644)
-        paths[f"{name}.key"] = _write(out_dir / f"{name}.key", key_pem(key), 0o600)
-    return paths
+    found = _existing_ca_files(out_dir)
+    outcome: CaOutcome
+    if found and not force:
+        if len(found) == 1:
+            missing = "ca.key" if found[0].name == "ca.pem" else "ca.pem"
+            raise ConfigError(
+                f"{found[0]} is there without {missing}: no CA to sign with; "
+                "--force mints a new CA in its place"
+            )
+        authority, outcome = load_authority(out_dir, trust_domain), "reused"
+    else:
+        authority, outcome = mint_ca(trust_domain), "replaced" if found else "new"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {"ca.pem": out_dir / "ca.pem", "ca.key": out_dir / "ca.key"}
+        if outcome != "reused":
+            _write(paths["ca.pem"], pem(authority.certificate), 0o644)
+            _write(paths["ca.key"], key_pem(authority.key), 0o600)
+        ca_end = authority.certificate.not_valid_after_utc
+        for name, spiffe_id in ids.items():
+            cert, key = mint_svid(
+                authority,
+                spiffe_id,
+                dns_names=tuple(dns.get(name, ())),
+                # An SVID must not outlive a reused CA that expires sooner.
+                not_after=ca_end if ca_end < datetime.now(UTC) + SVID_LIFETIME else None,
+            )
+            paths[f"{name}.pem"] = _write(out_dir / f"{name}.pem", pem(cert), 0o644)
+            paths[f"{name}.key"] = _write(out_dir / f"{name}.key", key_pem(key), 0o600)
+    except OSError as error:
+        raise ConfigError(
+            f"--out {quote(str(out_dir))}: cannot write there: {_write_problem(error, out_dir)}; "
+            "choose a directory you can create and write"
+        ) from None
+    return DevCerts(paths, authority, outcome)
+
+
+def _existing_ca_files(out_dir: Path) -> list[Path]:
+    try:
+        return [out_dir / name for name in ("ca.pem", "ca.key") if (out_dir / name).exists()]
+    except OSError as error:  # e.g. a directory that cannot be searched
+        raise ConfigError(
+            f"--out {quote(str(out_dir))}: cannot look inside: {error.strerror or error}"
+        ) from None
+
+
+def _write_problem(error: OSError, out_dir: Path) -> str:
+    if isinstance(error, FileExistsError) and str(error.filename) == str(out_dir):
+        return "a file, not a directory, has that name"
+    where = str(error.filename or out_dir)
+    return f"{error.strerror or error}" + (f" ({where})" if where != str(out_dir) else "")
+
+
+def load_authority(directory: Path, trust_domain: str) -> Authority:
+    """The CA in `directory/ca.pem` + `ca.key`, checked fit to sign SVIDs of `trust_domain`.
+
+    ConfigError when a file cannot be read, the key is not the certificate's, the
+    certificate is not a signing CA, has expired, or belongs to another trust domain.
+    """
+    cert_path, key_path = directory / "ca.pem", directory / "ca.key"
+    redo = "--force mints a new CA (what the old one signed then stops verifying)"
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot read the CA: {error.strerror or error} ({error.filename}); {redo}"
+        ) from None
+    except (ValueError, TypeError) as error:  # not PEM, or an encrypted key
+        raise ConfigError(f"{cert_path} / {key_path}: not a usable CA: {error}; {redo}") from None
+    if (
+        not isinstance(key, ec.EllipticCurvePrivateKey)
+        or key.public_key() != certificate.public_key()
+    ):
+        raise ConfigError(f"{key_path} is not the EC private key of {cert_path}; {redo}")
+    problem = _ca_problem(certificate, trust_domain)
+    if problem is not None:
+        raise ConfigError(f"{cert_path}: {problem}; {redo}")
+    return Authority(trust_domain, certificate, key)
+
+
+def _ca_problem(certificate: x509.Certificate, trust_domain: str) -> str | None:
+    constraints = _extension(certificate, x509.BasicConstraints)
+    usage = _extension(certificate, x509.KeyUsage)
+    if constraints is None or not constraints.ca or (usage is not None and not usage.key_cert_sign):
+        return "not a CA that can sign certificates"
+    if certificate.not_valid_after_utc <= datetime.now(UTC):
+        return f"the CA expired at {certificate.not_valid_after_utc.isoformat()}"
+    san = _extension(certificate, x509.SubjectAlternativeName)
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier) if san is not None else []
+    domains = [u.removeprefix("spiffe://").split("/")[0] for u in uris if u.startswith("spiffe://")]
+    if trust_domain not in domains:
+        found = f"trust domain {quote(domains[0])}" if domains else "no spiffe:// trust domain"
+        return f"this CA is for {found}, not {quote(trust_domain)} (or use another --out)"
+    return None
+
+
+def _extension(certificate: x509.Certificate, kind: type[_Extension]) -> _Extension | None:
+    try:
+        return certificate.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
 
 
 def _check_request(trust_domain: str, ids: Mapping[str, str], dns: Mapping[str, object]) -> None:

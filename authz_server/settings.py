@@ -9,6 +9,7 @@ plaintext admin API off loopback.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -77,10 +78,12 @@ class Settings:
         _check_address("--listen", self.listen)
         if self.metrics_listen is not None:
             _check_address("--metrics-listen", self.metrics_listen)
-        if self.grace_seconds < 0:
-            raise ConfigError(f"--grace must be >= 0, got {self.grace_seconds:g}")
-        if self.reload_interval < 0:
-            raise ConfigError(f"--reload-interval must be >= 0, got {self.reload_interval:g}")
+        if not 0 <= self.grace_seconds < math.inf:  # also refuses nan
+            raise ConfigError(f"--grace must be >= 0 and finite, got {self.grace_seconds:g}")
+        if not 0 <= self.reload_interval < math.inf:
+            raise ConfigError(
+                f"--reload-interval must be >= 0 and finite, got {self.reload_interval:g}"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:

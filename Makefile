@@ -23,7 +23,7 @@ install: $(STAMP) ## create .venv and install the package with test and dev tool
 # validation, no engine needed), h2load (benchmark smoke test); kubectl (kustomize
 # rendering) comes with the machine image. Installed from Debian when
 # missing and we are root; otherwise the missing ones are named.
-SYSTEM_TOOLS := redis-server:redis-server docker-compose:docker-compose h2load:nghttp2-client
+SYSTEM_TOOLS := redis-server:redis-server docker-compose:docker-compose h2load:nghttp2-client chromium:chromium
 system-deps: ## install the system programs the tests use (Debian packages; needs root)
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \

@@ -10,8 +10,9 @@ cannot know:
 where FP is the SHA-256 of the client certificate (DER) and ISSUED the Unix second it was
 issued. It is rendered into a hidden field of each form, valid for `TOKEN_LIFETIME_S`, only
 for the certificate it was made for, and only with this server's secret. On top of the
-token, a request whose `Origin` is not the console's own origin, or whose `Sec-Fetch-Site`
-is not `same-origin`, is refused (browsers send both; other clients need the token alone).
+token, a request whose `Sec-Fetch-Site` is not `same-origin`, or whose `Origin` is neither
+the console's own origin nor `null` beside `Sec-Fetch-Site: same-origin`, is refused
+(browsers send both; other clients need the token alone).
 """
 
 from __future__ import annotations
@@ -77,9 +78,12 @@ def cross_site_problem(headers: Mapping[str, str], origin: str) -> str | None:
     `origin` is the console's own (`https://host:port` as the browser addressed it).
     """
     sent_origin = headers.get("Origin")
-    if sent_origin is not None and sent_origin != origin:
-        return f"cross-origin request from {sent_origin[:200]!r} refused"
     site = headers.get("Sec-Fetch-Site")
     if site is not None and site != "same-origin":
         return f"request from another site refused (Sec-Fetch-Site: {site[:40]!r})"
+    # The pages' `Referrer-Policy: no-referrer` makes browsers send our own form posts with
+    # `Origin: null`; that is accepted only when the browser also says `same-origin`.
+    masked = sent_origin == "null" and site == "same-origin"
+    if sent_origin is not None and sent_origin != origin and not masked:
+        return f"cross-origin request from {sent_origin[:200]!r} refused"
     return None

@@ -153,7 +153,7 @@ def _time(us: int, now: datetime) -> Markup:
         amount = f"{round(span / 3600)} h"
     else:
         amount = f"{round(span / 86400)} days"
-    relative = f"in {amount}" if seconds > 0 else f"{amount} ago"
+    relative = "just now" if span < 5 else f"in {amount}" if seconds > 0 else f"{amount} ago"
     return render(
         '<time datetime="{iso}">{text}</time> <span class="relative">({relative})</span>',
         iso=at.isoformat(timespec="seconds"),

@@ -138,12 +138,14 @@ class Console:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.server.port}"
 
-    async def check(self, principal: str = AGENT, body: bytes = RELEASE_BODY) -> Decision:
+    async def check(
+        self, principal: str = AGENT, body: bytes = RELEASE_BODY, path: str = "/v1/releases/acme"
+    ) -> Decision:
         """One Check of `principal` publishing a release, through the real pipeline."""
         view = RequestView(
             method="POST",
             host="registry.internal",
-            path="/v1/releases/acme",
+            path=path,
             headers={"content-type": "application/json", "content-length": str(len(body))},
             body=body,
             principal=principal,

@@ -82,11 +82,14 @@ def test_short_secret_refused() -> None:
         pytest.param({"Origin": "http://127.0.0.1:8443"}, True, id="other-scheme"),
         pytest.param({"Origin": "https://127.0.0.1:8444"}, True, id="other-port"),
         pytest.param({"Origin": "null"}, True, id="opaque-origin"),
+        pytest.param({"Origin": "null", "Sec-Fetch-Site": "same-origin"}, False, id="own-form-no-referrer"),
+        pytest.param({"Origin": "null", "Sec-Fetch-Site": "cross-site"}, True, id="sandboxed-frame"),
+        pytest.param({"Origin": "https://evil.example", "Sec-Fetch-Site": "same-origin"}, True, id="origin-contradicts-site"),
         pytest.param({"Sec-Fetch-Site": "cross-site"}, True, id="cross-site"),
         pytest.param({"Sec-Fetch-Site": "same-site"}, True, id="same-site"),
         pytest.param({"Sec-Fetch-Site": "none"}, True, id="typed-in"),
     ],
-)
+)  # fmt: skip
 def test_cross_site_checks(headers: dict[str, str], refused: bool) -> None:
     """Only the console's own origin may post; clients that send neither header rely on the
     token alone."""

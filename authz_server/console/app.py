@@ -179,10 +179,10 @@ class _Console:
 
     async def _form(self, request: web.Request) -> tuple[ConsoleUser, MultiDictProxy[str]]:
         """The admitted user and the form of a POST that passed the cross-site checks."""
+        user = await self._authenticator.user(request)
         problem = cross_site_problem(request.headers, f"https://{request.host}")
         if problem is not None:
             raise Refused(grpc.StatusCode.PERMISSION_DENIED, problem)
-        user = await self._authenticator.user(request)
         posted = await request.post()
         form = MultiDictProxy(MultiDict((k, v) for k, v in posted.items() if isinstance(v, str)))
         problem = self._tokens.problem(user.fingerprint, _one(form, "csrf", required=False))

@@ -94,7 +94,9 @@ async def start_authzen(
     authenticator = CallerAuthenticator() if tls is not None else None
     handler = AuthzenHandler(service, authenticator, clock)
     app = create_app(handler, secure=tls is not None, public_url=base_url, limits=limits)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
+    )
     await runner.setup()
     site = web.TCPSite(
         runner,
@@ -102,7 +104,6 @@ async def start_authzen(
         port,
         ssl_context=tls.context() if tls is not None else None,
         reuse_port=reuse_port or None,
-        shutdown_timeout=shutdown_timeout,
     )
     try:
         await site.start()

@@ -29,7 +29,7 @@ from authz_server.admin.operations import AdminOperations
 from authz_server.clock import Clock
 from authz_server.console.app import build_console
 from authz_server.console.auth import ConsoleAuthenticator
-from authz_server.errors import ConfigError
+from authz_server.errors import ConfigError, quote
 from authz_server.identity.bundles import TrustBundles
 from authz_server.pipeline import Snapshot
 from authz_server.tls import ServerCertificate, load_certificate_files
@@ -125,8 +125,13 @@ async def start_console(
     defaults to a random one for this process: the console's forms are valid against the
     process that rendered them (so run the console in one process).
     """
-    host = listen_host(listen)
-    port_text = listen.rpartition(":")[2]
+    try:
+        host = listen_host(listen)
+    except ConfigError:
+        raise ConfigError(f"--console-listen {quote(listen)} must be HOST:PORT") from None
+    port = int(listen.rpartition(":")[2])
+    if port > 65535:
+        raise ConfigError(f"--console-listen {quote(listen)}: the port must be at most 65535")
     if tls_cert and tls_key:
         certificate = console_certificate(tls_cert, tls_key)
     elif tls_cert or tls_key:
@@ -138,7 +143,7 @@ async def start_console(
     app = build_console(operations, authenticator, csrf_secret or secrets.token_bytes(32), clock)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, int(port_text), ssl_context=tls.listening)
+    site = web.TCPSite(runner, host, port, ssl_context=tls.listening)
     try:
         await site.start()
     except OSError as error:
@@ -146,6 +151,6 @@ async def start_console(
         raise ConfigError(
             f"--console-listen {listen}: cannot listen: {error.strerror or error}"
         ) from None
-    port = int(runner.addresses[0][1])
+    port = int(runner.addresses[0][1])  # the one bound, when `listen` asked for port 0
     log.info("approval console listening on https://%s:%d (mutual TLS)", host, port)
     return ConsoleServer(runner, port, tls)

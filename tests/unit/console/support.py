@@ -162,7 +162,14 @@ class Console:
         return aiohttp.ClientSession(self.url, connector=connector)
 
 
-async def start_test_console(pki: Pki, store: Store | None = None) -> Console:
+async def start_test_console(
+    pki: Pki,
+    store: Store | None = None,
+    *,
+    listen: str = "127.0.0.1:0",
+    tls: tuple[str | None, str | None] | None = None,
+) -> Console:
+    """A console on `listen`, serving `tls` (cert, key files; the server SVID by default)."""
     store = store or MemoryStore()
     holder = SnapshotHolder(Snapshot(load_policy_text(POLICY), pki.bundles))
 
@@ -171,9 +178,9 @@ async def start_test_console(pki: Pki, store: Store | None = None) -> Console:
         return policy_approvers(snapshot.policy, rule_id) if snapshot is not None else ()
 
     operations = AdminOperations(store, approvers_for)
-    cert, key = pki.files["server"]
+    cert, key = tls if tls is not None else pki.files["server"]
     server = await start_console(
-        "127.0.0.1:0",
+        listen,
         operations=operations,
         snapshot_source=lambda: holder.snapshot,
         client_ca_bundles=pki.bundles,

@@ -141,7 +141,8 @@ async def start_console(
     tls = ConsoleTls(certificate, client_ca_bundles.roots_pem())
     authenticator = ConsoleAuthenticator(snapshot_source, operations, clock)
     app = build_console(operations, authenticator, csrf_secret or secrets.token_bytes(32), clock)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # Pages answer in milliseconds: a drain need not wait long for one in flight.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=tls.listening)
     try:

@@ -141,5 +141,5 @@ def _response(reply: Reply, echo: dict[str, str]) -> web.Response:
         body=body,
         status=reply.status,
         content_type="application/json",
-        headers={**reply.headers, **echo},
+        headers={**reply.headers, **echo, "Server": "authz-server"},
     )

@@ -24,7 +24,7 @@ from authz_server.policy.conditions.jsonbody import loads_strict
 from tests.authzen_cases import POLICY
 from tests.unit.authzen.support import make_rig
 
-_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 #: Keys the handler reads, so that generated documents often reach the deep paths.
 _KEYS = st.sampled_from(

@@ -45,7 +45,10 @@ ALICE = "spiffe://example.org/ops/alice"
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     out: Path = tmp_path_factory.mktemp("pki")
-    ca = devcerts.mint_ca("example.org")
+    # The CA, like the leaves, is valid around the pinned NOW, never around the real time.
+    ca = devcerts.mint_ca(
+        "example.org", not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(days=365)
+    )
     (out / "ca.pem").write_bytes(devcerts.pem(ca.certificate))
     bundles = load_pem_bundles({"example.org": out / "ca.pem"})
 

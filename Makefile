@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps bench soak demo test test-unit test-e2e lint format protos clean
+.PHONY: help install system-deps bench soak demo test test-unit test-e2e lint format docs protos clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ lint: $(STAMP) ## ruff format check, ruff lint, mypy --strict
 	$(VENV)/bin/ruff format --check authz_server tests bench
 	$(VENV)/bin/ruff check authz_server tests bench
 	$(VENV)/bin/mypy
+
+docs: $(STAMP) ## build the documentation (MkDocs, strict: broken links fail) into build/site
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 format: $(STAMP) ## apply ruff formatting
 	$(VENV)/bin/ruff format authz_server tests

@@ -16,6 +16,7 @@ histogram observation; label resolution happens once per distinct tuple.
     authz_workload_api_updates_total, authz_workload_api_restarts_total
     authz_tls_certificate_expiry_timestamp_seconds        the serving certificate's notAfter
     authz_store_errors_total{operation}                   incremented by the store
+    authz_notifications_total{endpoint,outcome}           approval notifications (notify/)
     authz_audit_records_total, authz_audit_write_errors_total
     authz_ready                                           1 when ready to decide
 """
@@ -161,6 +162,13 @@ class Metrics:
         self.store_errors = Counter(
             "authz_store_errors", "Store operations that failed", ["operation"], registry=r
         )
+        self.notifications = Counter(
+            "authz_notifications",
+            "Approval notifications by endpoint and outcome (sent, retry, failed, queue_full, "
+            "duplicate, no_secret)",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
         self.ready = Gauge("authz_ready", "1 when a policy and bundles are in force", registry=r)
         self._bound: dict[
             tuple[bool, Reason, str | None, bool], tuple[Counter, Counter | None]
@@ -209,6 +217,10 @@ class Metrics:
     def store_error(self, operation: str) -> None:
         """A store operation failed (the rule needing it fails closed)."""
         self.store_errors.labels(operation).inc()
+
+    def notification(self, endpoint: str, outcome: str) -> None:
+        """One approval notification's fate at one endpoint (`notify/`)."""
+        self.notifications.labels(endpoint, outcome).inc()
 
     def reload(self, source: str, result: str) -> None:
         """`source` policy|bundles|tls, `result` ok|error|unchanged."""

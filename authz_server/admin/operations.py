@@ -7,6 +7,7 @@ who did what. Every line is logged at INFO or above on `authz_server.admin.opera
 
 Approve and Reject check the rule's approvers against the policy in force *now* (through
 `approvers_for`), not the patterns copied into the record when the request was first seen.
+A decision is announced to `store.events` (`approved` / `rejected`, for the notifier).
 Every failure raises `Refused` (a message safe to show the caller) or `StoreUnavailable`.
 """
 
@@ -28,6 +29,7 @@ from authz_server.admin.auth import (
 from authz_server.errors import quote
 from authz_server.policy.model import Policy, PrincipalMatcher
 from authz_server.policy.patterns import compile_principal_pattern
+from authz_server.state.events import ApprovalEvent, EventType
 from authz_server.state.store import ApprovalRecord, DecideOutcome, Revocation, Store
 
 __all__ = [
@@ -116,6 +118,9 @@ class AdminOperations:
                 f"approval {approval_id} was already {decided.record.status.value} "
                 f"by {decided.record.decided_by}",
             )
+        # Announced without awaiting (`store.events`): a notification never delays a decision.
+        decided_type = EventType.APPROVED if approve else EventType.REJECTED
+        self._store.events.emit(ApprovalEvent(decided_type, decided.record))
         log.info(
             "admin: %s %s approval %s (rule %s, %s %s%s for %s)%s",
             caller.name, decided.record.status.value, approval_id, record.rule_id,

@@ -23,6 +23,7 @@ from typing import TypeVar
 from authz_server.errors import PolicyError, PolicyIssue, quote
 from authz_server.identity.spiffe_id import SCHEME, spiffe_id_problem
 from authz_server.paths import compile_path_template
+from authz_server.policy.approvals_notify import ApprovalsSettings, compile_approvals
 from authz_server.policy.authzen_section import compile_authzen
 from authz_server.policy.conditions.base import EMPTY_WHEN, When
 from authz_server.policy.conditions.mcp import McpTools, compile_mcp_tools
@@ -65,7 +66,7 @@ _TOP = frozenset({"version", "identity", "admin", "defaults", "rules", "authzen"
 _IDENTITY = frozenset(
     {"trust_domains", "sources", "require_certificate", "deny", "xfcc", "jwt_svid"}
 )
-_ADMIN = frozenset({"principals"})
+_ADMIN = frozenset({"principals", "approvals"})
 _DEFAULTS = frozenset({"decision", "mode", "non_http"})
 _RULE = frozenset(
     {
@@ -130,7 +131,7 @@ def _build(sources: list[SourceFile], issues: list[PolicyIssue], where: str) -> 
     identity, trust_domains = _identity(
         sections["identity"], issues, where, len(docs) == len(sources) > 0
     )
-    admin = _admin(sections["admin"], trust_domains)
+    admin, approvals = _admin(sections["admin"], trust_domains)
     authzen = _authzen(sections["authzen"], trust_domains)
     default_effect, default_mode, allow_non_http = _defaults(sections["defaults"])
 
@@ -160,6 +161,7 @@ def _build(sources: list[SourceFile], issues: list[PolicyIssue], where: str) -> 
         default_mode=default_mode,
         allow_non_http=allow_non_http,
         admin_principals=admin,
+        approvals=approvals,
         authzen=authzen,
         version=policy_version(sources),
         files=tuple(s.name for s in sources),
@@ -262,16 +264,25 @@ def _identity(
     return config, trust_domains
 
 
-def _admin(section: _Section, trust_domains: frozenset[str] | None) -> tuple[PrincipalMatcher, ...]:
+def _admin(
+    section: _Section, trust_domains: frozenset[str] | None
+) -> tuple[tuple[PrincipalMatcher, ...], ApprovalsSettings]:
+    """(`admin.principals`, `admin.approvals` (`approvals_notify.py`))."""
     fields, value = section.fields, section.value
+    principals: tuple[PrincipalMatcher, ...] = ()
+    approvals = ApprovalsSettings()
     if fields is None or value is None:
-        return ()
+        return principals, approvals
     node = fields.mapping(value, "admin", _ADMIN)
-    if node is None or "principals" not in node.entries:
-        return ()
-    return _principals(
-        fields, node.entries["principals"], "admin.principals", trust_domains, may_be_empty=True
-    )
+    if node is None:
+        return principals, approvals
+    if "principals" in node.entries:
+        principals = _principals(
+            fields, node.entries["principals"], "admin.principals", trust_domains, may_be_empty=True
+        )
+    if "approvals" in node.entries:
+        approvals = compile_approvals(fields, node.entries["approvals"]) or approvals
+    return principals, approvals
 
 
 def _authzen(section: _Section, trust_domains: frozenset[str] | None) -> AuthzenConfig:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from authz_server.identity.spiffe_id import SpiffeId
+from authz_server.policy.approvals_notify import ApprovalsSettings
 from authz_server.policy.conditions.base import EMPTY_WHEN, When
 from authz_server.policy.conditions.mcp import McpTools
 
@@ -119,6 +120,8 @@ class Policy:
     #: Let CheckRequests without HTTP attributes through (Istio's TCP filter); default deny.
     allow_non_http: bool = False
     admin_principals: tuple[PrincipalMatcher, ...] = ()
+    #: `admin.approvals`: notification endpoints and the approval console's URL.
+    approvals: ApprovalsSettings = field(default_factory=ApprovalsSettings)
     authzen: AuthzenConfig = AuthzenConfig()
     #: sha256 over the source files' bytes, hex; identifies the policy in audit records.
     version: str = ""

@@ -5,8 +5,8 @@ other coroutines on the loop; a lock makes it atomic across threads too (the CLI
 may drive it from more than one). Nothing here is shared between processes, which is why
 `--workers N>1` refuses this store.
 
-Memory stays bounded: expired approvals and revocations are dropped when touched and by a
-periodic sweep, each principal has at most `max_pending` live pending approvals
+Memory stays bounded: expired approvals, revocations and claims are dropped when touched
+and by a periodic sweep, each principal has at most `max_pending` live pending approvals
 (`MAX_PENDING_PER_PRINCIPAL` by default, see `store`), and rate windows keep at most
 `limit` timestamps per key, idle keys being swept once their window has passed.
 """
@@ -20,6 +20,7 @@ from collections import deque
 
 from authz_server.clock import Clock, SystemClock
 from authz_server.identity.spiffe_id import SpiffeId
+from authz_server.state.events import NULL_EVENTS, ApprovalEvents
 from authz_server.state.revocations import RevocationSet, check_revocation
 from authz_server.state.store import (
     MAX_PENDING_PER_PRINCIPAL,
@@ -33,6 +34,7 @@ from authz_server.state.store import (
     PendingAction,
     RateResult,
     Revocation,
+    check_claim,
     to_us,
 )
 
@@ -63,7 +65,10 @@ class MemoryStore:
         # key → (period in µs, timestamps of allowed hits, oldest first)
         self._rates: dict[str, tuple[int, deque[int]]] = {}
         self._revocations = RevocationSet(())
+        # claim key → when the claim ends (µs)
+        self._claims: dict[str, int] = {}
         self._writes = 0
+        self.events: ApprovalEvents = NULL_EVENTS
 
     def _now(self) -> int:
         return to_us(self._clock.now().timestamp())
@@ -97,10 +102,11 @@ class MemoryStore:
                 if len(pending) >= self._max_pending:
                     first = min(self._approvals[i].expires_us for i in pending)
                     return Consumed(ApprovalState.LIMITED, retry_after_s=(first - now) / US)
-                self._approvals[action.approval_id] = ApprovalRecord.pending(action, now)
+                created = ApprovalRecord.pending(action, now)
+                self._approvals[action.approval_id] = created
                 pending[action.approval_id] = None
                 self._wrote(now)
-                return _REQUIRED
+                return Consumed(ApprovalState.REQUIRED, created=created)
             if record.status is ApprovalStatus.APPROVED:
                 del self._approvals[action.approval_id]  # one use
                 return Consumed(ApprovalState.GRANTED, record.decided_by)
@@ -149,6 +155,17 @@ class MemoryStore:
             )
             self._approvals[approval_id] = decided
             return Decided(DecideOutcome.DONE, decided)
+
+    async def claim_once(self, key: str, ttl_s: float) -> bool:
+        check_claim(key, ttl_s)
+        with self._lock:
+            now = self._now()
+            until = self._claims.get(key)
+            if until is not None and until > now:
+                return False
+            self._claims[key] = now + to_us(ttl_s)
+            self._wrote(now)
+            return True
 
     # rate limits -------------------------------------------------------------------------
 
@@ -223,3 +240,5 @@ class MemoryStore:
                 del self._pending[principal]
         for key in [k for k, (p, w) in self._rates.items() if not w or w[-1] <= now - p]:
             del self._rates[key]
+        for key in [k for k, until in self._claims.items() if until <= now]:
+            del self._claims[key]

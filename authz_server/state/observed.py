@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from authz_server.errors import StoreUnavailable
 from authz_server.identity.spiffe_id import SpiffeId
+from authz_server.state.events import ApprovalEvents
 from authz_server.state.store import (
     ApprovalRecord,
     Consumed,
@@ -33,6 +34,15 @@ class ObservedStore:
         self.inner = inner
         self.shared = inner.shared
         self._on_error = on_error
+
+    @property
+    def events(self) -> ApprovalEvents:
+        """The inner store's event sink (one sink, whichever wrapper attaches it)."""
+        return self.inner.events
+
+    @events.setter
+    def events(self, events: ApprovalEvents) -> None:
+        self.inner.events = events
 
     async def _call(self, operation: str, call: Awaitable[_T]) -> _T:
         try:
@@ -64,6 +74,9 @@ class ObservedStore:
 
     async def reject(self, approval_id: str, approver: str) -> Decided:
         return await self._call("reject", self.inner.reject(approval_id, approver))
+
+    async def claim_once(self, key: str, ttl_s: float) -> bool:
+        return await self._call("claim", self.inner.claim_once(key, ttl_s))
 
     async def hit(self, key: str, limit: int, period_s: float) -> RateResult:
         return await self._call("rate_limit", self.inner.hit(key, limit, period_s))

@@ -11,6 +11,7 @@ Keys (all under `authz:`):
     authz:rate:<sha256 of key>   sorted set: one member per allowed hit, scored by its time
     authz:revocations            hash: pattern → JSON
     authz:revocations:version    counter, incremented on every revoke / unrevoke
+    authz:claim:<sha256 of key>  "1" while a `claim_once` claim holds (SET NX PX)
 
 Read-modify-write steps are Lua scripts (`redis_scripts`), atomic on the server, the
 per-principal cap included. Revocations are cached in the process and refreshed in the
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -40,6 +42,7 @@ from authz_server.clock import Clock, SystemClock
 from authz_server.errors import StoreUnavailable
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.state import redis_scripts
+from authz_server.state.events import NULL_EVENTS, ApprovalEvents
 from authz_server.state.redis_revocations import (
     REVOCATIONS,
     REVOCATIONS_VERSION,
@@ -63,6 +66,7 @@ from authz_server.state.store import (
     PendingAction,
     RateResult,
     Revocation,
+    check_claim,
     to_us,
 )
 
@@ -91,6 +95,10 @@ def _rate_key(key: str) -> str:
 
 def _pending_key(principal: str) -> str:
     return f"{_PREFIX}pending:{_digest(principal)}"
+
+
+def _claim_key(key: str) -> str:
+    return f"{_PREFIX}claim:{_digest(key)}"
 
 
 class RedisStore:
@@ -126,6 +134,7 @@ class RedisStore:
         self._approve = self._redis.register_script(redis_scripts.APPROVE)
         self._rate = self._redis.register_script(redis_scripts.RATE_HIT)
         self._max_pending = max_pending
+        self.events: ApprovalEvents = NULL_EVENTS
         self._revocations = RevocationCache(
             self._redis,
             interval_s=refresh_interval_s,
@@ -182,6 +191,8 @@ class RedisStore:
                 return Consumed(ApprovalState.GRANTED, reply_text(detail))
             if state == ApprovalState.LIMITED:
                 return Consumed(ApprovalState.LIMITED, retry_after_s=int(detail) / US)
+            if state == ApprovalState.REQUIRED and reply_text(detail) == "created":
+                return Consumed(ApprovalState.REQUIRED, created=record)
             return Consumed(ApprovalState(state))
 
     async def get_approval(self, approval_id: str) -> ApprovalRecord | None:
@@ -231,6 +242,16 @@ class RedisStore:
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             record = _record(approval_id, fields) if fields else None
             return Decided(DecideOutcome(outcome), record)
+
+    async def claim_once(self, key: str, ttl_s: float) -> bool:
+        # The claim's ttl runs on the Redis server's clock: it only bounds how long the key
+        # is kept, which needs no agreement between replicas.
+        check_claim(key, ttl_s)
+        async with guard("claim"):
+            claimed = await self._redis.set(
+                _claim_key(key), "1", nx=True, px=max(1, math.ceil(ttl_s * 1000))
+            )
+            return bool(claimed)
 
     # rate limits -------------------------------------------------------------------------
 

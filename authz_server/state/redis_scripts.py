@@ -24,7 +24,8 @@ GC_SLACK_MS = 60_000
 # KEYS: record, expiry index, creation index, the principal's pending index.
 # ARGV: now_us, approval id, data JSON, expires_us, ttl_us, gc_ms, max pending per principal,
 #       record key prefix (records of the principal's pending index: `prefix .. id`).
-# Returns {'granted', approver} | {'denied', ''} | {'required', ''} | {'limited', retry_us}.
+# Returns {'granted', approver} | {'denied', ''} | {'required', ''} | {'limited', retry_us}
+#         | {'required', 'created'} (this call created the pending record).
 CONSUME = """
 local now = tonumber(ARGV[1])
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 256)
@@ -69,7 +70,7 @@ redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
 if redis.call('PTTL', KEYS[4]) < tonumber(ARGV[6]) then
   redis.call('PEXPIRE', KEYS[4], ARGV[6])
 end
-return {'required', ''}
+return {'required', 'created'}
 """
 
 # KEYS: record, index.  ARGV: now_us, approval id, new status, decided_by, gc slack ms.

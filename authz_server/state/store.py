@@ -35,6 +35,11 @@ Times are integer microseconds, so the arithmetic is exact.
 
 Revocations are SPIFFE ID patterns (policy syntax) with a ttl; `revoked(id)` is the hot-path
 check. Every store failure raises `StoreUnavailable`: callers deny with internal_error.
+
+`claim_once(key, ttl)` is true for exactly one caller per key, on any number of replicas,
+until the claim's ttl ends: the notifier claims each approval event before sending it, so
+that with several workers or replicas every event goes out once. `events` is where the
+approval condition and the admin API announce approval events (`state.events`).
 """
 
 from __future__ import annotations
@@ -42,9 +47,12 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from authz_server.identity.spiffe_id import SpiffeId
+
+if TYPE_CHECKING:
+    from authz_server.state.events import ApprovalEvents
 
 __all__ = [
     "MAX_PENDING_PER_PRINCIPAL",
@@ -58,6 +66,7 @@ __all__ = [
     "RateResult",
     "Revocation",
     "Store",
+    "check_claim",
     "to_us",
 ]
 
@@ -69,6 +78,14 @@ MAX_PENDING_PER_PRINCIPAL = 100
 def to_us(seconds: float) -> int:
     """Seconds (epoch or duration) as integer microseconds."""
     return round(seconds * US)
+
+
+def check_claim(key: str, ttl_s: float) -> None:
+    """ValueError unless `claim_once` can keep `key` for `ttl_s`."""
+    if not key:
+        raise ValueError("a claim needs a key")
+    if not (ttl_s > 0 and math.isfinite(ttl_s)):
+        raise ValueError(f"a claim ttl must be a positive number of seconds, got {ttl_s}")
 
 
 class ApprovalState(enum.StrEnum):
@@ -84,11 +101,13 @@ class ApprovalState(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class Consumed:
     """What `consume` returns: the state, on GRANTED who approved (for the audit log), on
-    LIMITED the seconds until the principal's earliest pending record expires."""
+    LIMITED the seconds until the principal's earliest pending record expires, and on the
+    REQUIRED that created a pending record, that record (announced as a `pending` event)."""
 
     state: ApprovalState
     approver: str | None = None
     retry_after_s: float = 0.0
+    created: ApprovalRecord | None = None
 
 
 class ApprovalStatus(enum.StrEnum):
@@ -204,6 +223,8 @@ class Store(Protocol):
 
     #: False for a store private to one process (refused with `--workers N>1`).
     shared: bool
+    #: Where approval events are announced; `NULL_EVENTS` until a notifier attaches.
+    events: ApprovalEvents
 
     async def start(self) -> None:
         """Begin background work (the Redis store's revocation refresh); never raises
@@ -232,6 +253,10 @@ class Store(Protocol):
 
     async def reject(self, approval_id: str, approver: str) -> Decided:
         """Reject a live pending record: retries get DENIED for its ttl."""
+
+    async def claim_once(self, key: str, ttl_s: float) -> bool:
+        """True for the first caller of `key` within `ttl_s` (on any replica), False for
+        every other; ValueError on an empty key or a ttl that is not a positive number."""
 
     # rate limits (SPEC §6 rate_limit)
     async def hit(self, key: str, limit: int, period_s: float) -> RateResult:

@@ -1,6 +1,7 @@
 """`when.approval`: a human approves one action before it is allowed, once (SPEC §6.1).
 
-    approval: {approvers: ["spiffe://example.org/humans/release-managers/*"], ttl: 15m}
+    approval: {approvers: ["spiffe://example.org/humans/release-managers/*"], ttl: 15m,
+               preview_fields: [amount, destination.country]}
 
 The action is the fingerprint of principal, method, host, path, canonical query and body
 digest (`state.fingerprint`); its hex form is the approval id. Each Check of an action
@@ -21,6 +22,11 @@ spent on another: a partial body (`x-envoy-auth-partial-body`), or a request tha
 announces a body (`content-length` > 0, `transfer-encoding`) that Envoy did not forward
 (no `with_request_body`), is `body_unavailable`.
 
+The Check that creates a pending record announces it (`store.events`, a `pending` event,
+handed over without awaiting: the decision never waits for a notification). Its body
+preview holds only the `preview_fields` (dotted paths into the JSON body), never a field
+that looks like a secret (`notify.redact`); without `preview_fields` there is no preview.
+
 Who may approve is decided by the admin API against the policy in force when the approver
 acts (the patterns stored with a pending record are only shown to humans). The approvers'
 trust domains must be in `identity.trust_domains`; the rule must be an allow rule for
@@ -36,19 +42,22 @@ from dataclasses import dataclass
 from authz_server.decision import Reason
 from authz_server.durations import parse_duration_s
 from authz_server.errors import StoreUnavailable, quote
+from authz_server.notify.redact import body_preview, secret_key_problem
 from authz_server.policy.conditions.base import ConditionResult, Outcome, RequestContext
 from authz_server.policy.conditions.jsonbody import PARTIAL_BODY_HEADER
 from authz_server.policy.patterns import PrincipalPattern, compile_principal_pattern
 from authz_server.policy.yaml_source import Fields, Value
+from authz_server.state.events import ApprovalEvent, EventType
 from authz_server.state.fingerprint import action_fingerprint, body_digest
-from authz_server.state.store import ApprovalState, PendingAction, Store
+from authz_server.state.store import ApprovalRecord, ApprovalState, PendingAction, Store
 
 __all__ = ["ApprovalCondition", "compile_approval"]
 
-_KEYS = frozenset({"approvers", "ttl"})
+_KEYS = frozenset({"approvers", "ttl", "preview_fields"})
 DEFAULT_TTL_S = 15 * 60
 #: Approvals are for actions about to happen; a day is plenty and bounds stored state.
 MAX_TTL_S = 7 * 86400
+MAX_PREVIEW_FIELDS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,8 @@ class ApprovalCondition:
     rule_id: str
     approvers: tuple[PrincipalPattern, ...]
     ttl_s: int
+    #: Dotted paths into the JSON body shown in notifications (`notify.redact`).
+    preview_fields: tuple[tuple[str, ...], ...] = ()
     kind: str = "approval"
     rank: int = 200
 
@@ -103,6 +114,8 @@ class ApprovalCondition:
             return ConditionResult(
                 Outcome.FAILS, Reason.APPROVAL_DENIED, "rejected", approval_id=approval_id
             )
+        if consumed.created is not None:
+            self._announce(ctx, store, consumed.created)
         if consumed.state is ApprovalState.LIMITED:
             # No record was created: handing out its id would promise an approval nobody
             # can see. The principal may retry once one of its pending requests is gone.
@@ -115,6 +128,13 @@ class ApprovalCondition:
         return ConditionResult(
             Outcome.FAILS, Reason.APPROVAL_REQUIRED, "awaiting approval", approval_id=approval_id
         )
+
+    def _announce(self, ctx: RequestContext, store: Store, record: ApprovalRecord) -> None:
+        """Tell the store's event sink about the pending record this Check created."""
+        preview = (
+            body_preview(ctx.json_body(), self.preview_fields) if self.preview_fields else None
+        )
+        store.events.emit(ApprovalEvent(EventType.PENDING, record, preview))
 
     def preview(self, ctx: RequestContext, params: Mapping[str, str]) -> str:
         approval_id = self.approval_id(ctx)
@@ -167,6 +187,30 @@ def compile_approval(
         else:
             if ttl_s > MAX_TTL_S:
                 fields.issue(entries["ttl"].line, f"{path}.ttl", f"{text!r} is longer than 7d")
+    preview_fields: tuple[tuple[str, ...], ...] = ()
+    if "preview_fields" in entries:
+        shown = fields.compiled_list(
+            entries["preview_fields"], f"{path}.preview_fields", _preview_field, empty=None
+        )
+        preview_fields = tuple(dict.fromkeys(field for _, field in shown or ()))
+        if len(preview_fields) > MAX_PREVIEW_FIELDS:
+            fields.issue(
+                entries["preview_fields"].line,
+                f"{path}.preview_fields",
+                f"at most {MAX_PREVIEW_FIELDS} fields",
+            )
     if len(fields.issues) != before:
         return None
-    return ApprovalCondition(fields.rule_id or "", tuple(approvers), ttl_s)
+    return ApprovalCondition(fields.rule_id or "", tuple(approvers), ttl_s, preview_fields)
+
+
+def _preview_field(text: str) -> tuple[str, ...]:
+    """`destination.country` → ("destination", "country"); secret-looking names refused."""
+    parts = tuple(text.split("."))
+    if not all(parts) or len(parts) > 8:
+        raise ValueError(f"preview field {quote(text)}: expected dotted field names, e.g. a.b")
+    for part in parts:
+        problem = secret_key_problem(part)
+        if problem is not None:
+            raise ValueError(f"preview field {quote(text)}: {problem}; it is never shown")
+    return parts

@@ -193,7 +193,7 @@ KNOWN_RULE_KEYS = (
              "mode, non_http)")], id="unknown-defaults-key"),
         pytest.param(HEADER + "admin: {principal: []}\n", [
             (4, None, "admin.principal", "unknown key 'principal' (expected one of: "
-             "principals)")], id="unknown-admin-key"),
+             "approvals, principals)")], id="unknown-admin-key"),
         pytest.param("identity: {trust_domains: [example.org]}\n", [
             (1, None, "version", "missing 'version' (expected 1)")], id="version-missing"),
         pytest.param("version: 2\nidentity: {trust_domains: [example.org]}\n", [

@@ -174,7 +174,8 @@ class Notifier:
 
     def _enqueue(self, event: ApprovalEvent) -> None:
         try:
-            endpoints = self._config().settings.notify
+            # Not `_config()`: after a reload it rebuilds, which is the dispatcher's work.
+            endpoints = self._policy().approvals.notify
             if not endpoints or self._queue is None:
                 return
             self._queue.put_nowait(event)

@@ -91,6 +91,8 @@ ISSUES = [
     pytest.param(HEADER + APPROVAL_RULE % "[user.password_hash]", (8, "when.approval.preview_fields[0]", "looks like a secret (password)"), id="preview-nested-secret"),
     pytest.param(HEADER + APPROVAL_RULE % "['a..b']", (8, "when.approval.preview_fields[0]", "expected dotted field names"), id="preview-empty-segment"),
     pytest.param(HEADER + APPROVAL_RULE % "amount", (8, "when.approval.preview_fields", "expected a list"), id="preview-not-list"),
+    pytest.param(HEADER + APPROVAL_RULE % ("[" + ", ".join(f"f{i}" for i in range(33)) + "]"), (8, "when.approval.preview_fields", "at most 32 fields"), id="preview-too-many"),
+    pytest.param(_admin("    notify:\n" + "".join(f"      - {{url: https://h{i}/x, secret_file: /s}}\n" for i in range(17))), (6, "admin.approvals.notify", "at most 16 endpoints"), id="too-many-endpoints"),
 ]  # fmt: skip
 
 

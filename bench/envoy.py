@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from authz_server import stack
-from authz_server.envoy_config import render_envoy_config
+from authz_server.tools import stack
+from authz_server.tools.envoy_config import render_envoy_config
 from bench.envoy_rbac import rbac_policies
 from bench.policies import RuleSpec
 

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from authz_server import stack
+from authz_server.tools import stack
 
 __all__ = ["machine_info"]
 

@@ -24,20 +24,20 @@ from typing import Any
 
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz_server.audit import AuditLog, audit_record
-from authz_server.decision import Decision, Reason
+from authz_server.audit.log import AuditLog, audit_record
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.response import render_check_response, render_response_bytes
+from authz_server.check.service import CheckService, SnapshotHolder
+from authz_server.core.decision import Decision, Reason
+from authz_server.core.request import view_from_check_request
 from authz_server.identity.bundles import load_pem_bundles
 from authz_server.identity.x509 import CertificateVerifier
-from authz_server.metrics import Metrics
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.conditions.base import RequestContext
 from authz_server.policy.evaluate import evaluate_rules
 from authz_server.policy.load import load_policy
-from authz_server.request import view_from_check_request
-from authz_server.response import render_check_response, render_response_bytes
-from authz_server.service import CheckService, SnapshotHolder
 from authz_server.state.memory import MemoryStore
 from authz_server.state.observed import ObservedStore
+from authz_server.telemetry.metrics import Metrics
 from bench.policies import TRUST_DOMAIN, when_supported, write_policy
 from bench.workload import MIX, check_request, mint_bench_certs
 

@@ -1,7 +1,7 @@
 """A do-nothing `Authorization` server: the ceiling authz-server is measured against.
 
 It is authz-server's own grpc.aio stack with the work taken out: the same server options
-(`authz_server.server._GRPC_OPTIONS`), the same raw-bytes generic handler shape as
+(`authz_server.runtime.server._GRPC_OPTIONS`), the same raw-bytes generic handler shape as
 `CheckService` (an `async def` taking and returning bytes, no deserializer), health and
 reflection registered the same way. `Check` never reads the request and returns one
 precomputed OK `CheckResponse`, so the difference between the two servers is exactly
@@ -19,8 +19,8 @@ from google.rpc import status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from authz_server.server import _GRPC_OPTIONS
-from authz_server.service import SERVICE_NAME
+from authz_server.check.service import SERVICE_NAME
+from authz_server.runtime.server import _GRPC_OPTIONS
 
 __all__ = ["OK_RESPONSE", "NoopService", "RunningNoop", "start_noop_server"]
 

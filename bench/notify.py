@@ -24,14 +24,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from authz_server.decision import Reason
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.core.decision import Reason
+from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
-from authz_server.metrics import Metrics
 from authz_server.notify.notifier import Notifier
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.load import load_policy_text
-from authz_server.request import RequestView
 from authz_server.state.memory import MemoryStore
+from authz_server.telemetry.metrics import Metrics
 
 __all__ = ["main"]
 

@@ -172,7 +172,7 @@ def write_policy(path: Path, count: int, *, conditions: bool = False) -> list[Ru
 
 def when_supported() -> bool:
     """True once the loader accepts `when` (another change adds conditions)."""
-    from authz_server.errors import PolicyError
+    from authz_server.core.errors import PolicyError
     from authz_server.policy.load import load_policy_text
 
     try:

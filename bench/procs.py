@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from authz_server.stack import LOOPBACK
+from authz_server.tools.stack import LOOPBACK
 from bench.policies import TRUST_DOMAIN
 
 __all__ = ["BenchProcess", "cpu_seconds", "rss_kb", "start_bench_server"]

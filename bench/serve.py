@@ -21,10 +21,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from authz_server.check.pipeline import Pipeline
 from authz_server.identity.bundles import parse_bundle_spec
 from authz_server.identity.x509 import CertificateVerifier
-from authz_server.pipeline import Pipeline
-from authz_server.settings import Settings
+from authz_server.runtime.settings import Settings
 from bench.noop_server import start_noop_server
 
 __all__ = ["main"]
@@ -38,7 +38,7 @@ def _write_stats(path: Path, stats: dict[str, Any]) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from authz_server.server import start_server
+    from authz_server.runtime.server import start_server
 
     stats_path = Path(args.stats)
     stop_server: Callable[[float], Awaitable[None]]

@@ -18,7 +18,7 @@ from typing import Any
 
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz_server import devcerts
+from authz_server.tools import devcerts
 from bench.policies import TRUST_DOMAIN
 
 __all__ = ["IDENTITIES", "MIX", "Call", "check_request", "framed", "mint_bench_certs"]

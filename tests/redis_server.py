@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.stack import free_port
+from authz_server.tools.stack import free_port
 
 _START_TIMEOUT_S = 10.0
 

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from spiffe._proto import workload_pb2, workload_pb2_grpc
 
-from authz_server import devcerts
+from authz_server.tools import devcerts
 
 
 @dataclass(frozen=True)

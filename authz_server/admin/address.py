@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from authz_server.errors import ConfigError, quote
+from authz_server.core.errors import ConfigError, quote
 
 __all__ = ["DEFAULT_ADMIN_LISTEN", "is_loopback", "listen_host"]
 

@@ -27,7 +27,7 @@ from datetime import datetime
 import grpc
 from cryptography import x509
 
-from authz_server.errors import IdentityError, StoreUnavailable, quote
+from authz_server.core.errors import IdentityError, StoreUnavailable, quote
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.identity.x509 import check_svid_leaf, verify_svid

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from authz_server.admin.address import DEFAULT_ADMIN_LISTEN
-from authz_server.durations import parse_duration_s
-from authz_server.errors import ConfigError
+from authz_server.core.durations import parse_duration_s
+from authz_server.core.errors import ConfigError
 
 __all__ = ["add_commands", "parse_duration"]
 

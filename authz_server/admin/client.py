@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from authz_server.admin import authz_admin_pb2 as pb
 from authz_server.admin.address import is_loopback, listen_host
 from authz_server.admin.service import SERVICE_NAME
-from authz_server.errors import ConfigError
+from authz_server.core.errors import ConfigError
 
 __all__ = ["approvals", "revoke", "unrevoke"]
 

@@ -26,7 +26,7 @@ from authz_server.admin.auth import (
     authorize_approver,
     check_not_revoked,
 )
-from authz_server.errors import quote
+from authz_server.core.errors import quote
 from authz_server.policy.model import Policy, PrincipalMatcher
 from authz_server.policy.patterns import compile_principal_pattern
 from authz_server.state.events import ApprovalEvent, EventType

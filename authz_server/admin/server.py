@@ -27,13 +27,13 @@ from authz_server.admin.service import (
     Explain,
     PolicyStatus,
 )
-from authz_server.clock import Clock
-from authz_server.errors import ConfigError, quote
+from authz_server.check.pipeline import Snapshot
+from authz_server.core.clock import Clock
+from authz_server.core.errors import ConfigError, quote
 from authz_server.identity.bundles import TrustBundles
-from authz_server.listen import add_grpc_port
-from authz_server.pipeline import Snapshot
 from authz_server.state.store import Store
-from authz_server.tls import ServerCertificate, TlsCredentials, load_certificate_files
+from authz_server.transport.listen import add_grpc_port
+from authz_server.transport.tls import ServerCertificate, TlsCredentials, load_certificate_files
 
 __all__ = ["DEFAULT_ADMIN_LISTEN", "AdminServer", "admin_certificate", "start_admin_server"]
 

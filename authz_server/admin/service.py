@@ -26,14 +26,14 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from authz_server.admin import authz_admin_pb2 as pb
 from authz_server.admin.auth import Caller, Refused, authenticate
 from authz_server.admin.operations import AdminOperations, ApproversFor
-from authz_server.clock import Clock, FixedClock, SystemClock
-from authz_server.decision import Decision
-from authz_server.errors import StoreUnavailable
-from authz_server.pipeline import Pipeline, Snapshot
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.core.clock import Clock, FixedClock, SystemClock
+from authz_server.core.decision import Decision
+from authz_server.core.errors import StoreUnavailable
+from authz_server.core.request import RequestView, normalize_host, split_path
 from authz_server.policy.conditions.approval import ApprovalCondition
 from authz_server.policy.evaluate import Trace
 from authz_server.policy.model import Policy, PrincipalMatcher
-from authz_server.request import RequestView, normalize_host, split_path
 from authz_server.state.store import ApprovalRecord, Revocation, Store
 
 __all__ = [

@@ -19,12 +19,12 @@ from collections.abc import Callable
 
 from authz_server.admin.server import AdminServer, start_admin_server
 from authz_server.admin.service import PolicyStatus, pipeline_explain, policy_approvers
-from authz_server.pipeline import Snapshot
+from authz_server.check.pipeline import Snapshot
 from authz_server.policy.model import PrincipalMatcher
-from authz_server.reload import LiveState
-from authz_server.settings import Settings
+from authz_server.runtime.reload import LiveState
+from authz_server.runtime.settings import Settings
 from authz_server.state.store import Store
-from authz_server.tls import placeholder_certificate
+from authz_server.transport.tls import placeholder_certificate
 
 __all__ = ["start_admin_beside"]
 

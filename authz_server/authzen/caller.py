@@ -27,11 +27,11 @@ from typing import Any
 
 from cryptography import x509
 
-from authz_server.errors import IdentityError, quote
+from authz_server.check.pipeline import Snapshot
+from authz_server.core.errors import IdentityError, quote
+from authz_server.core.request import LOCAL_PEP
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.identity.x509 import CertificateVerifier, check_svid_leaf
-from authz_server.pipeline import Snapshot
-from authz_server.request import LOCAL_PEP
 
 __all__ = ["LOCAL_CALLER", "Caller", "CallerAuthenticator", "PeerCertificate", "Unauthenticated"]
 

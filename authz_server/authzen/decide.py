@@ -19,17 +19,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from authz_server.audit import AuditLog, audit_record
+from authz_server.audit.log import AuditLog, audit_record
 from authz_server.authzen.caller import Caller
 from authz_server.authzen.mapping import MappingProblem, to_view
 from authz_server.authzen.model import Evaluation, ItemProblem, Semantic
 from authz_server.authzen.render import decision_object
-from authz_server.decision import Decision, Reason
-from authz_server.errors import StoreUnavailable
-from authz_server.metrics import NULL_OBSERVER, DecisionObserver
-from authz_server.pipeline import Pipeline, Snapshot
-from authz_server.request import RequestView
-from authz_server.service import SnapshotHolder
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.service import SnapshotHolder
+from authz_server.core.decision import Decision, Reason
+from authz_server.core.errors import StoreUnavailable
+from authz_server.core.request import RequestView
+from authz_server.telemetry.metrics import NULL_OBSERVER, DecisionObserver
 
 __all__ = ["API", "AuthzenService", "Decided"]
 

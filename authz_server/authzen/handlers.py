@@ -40,8 +40,8 @@ from authz_server.authzen.model import (
     parse_evaluations,
     read_object,
 )
-from authz_server.clock import Clock, SystemClock
-from authz_server.pipeline import Snapshot
+from authz_server.check.pipeline import Snapshot
+from authz_server.core.clock import Clock, SystemClock
 from authz_server.policy.conditions.jsonbody import content_type_problem
 
 __all__ = ["AuthzenHandler", "Reply", "error_reply"]

@@ -33,9 +33,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from authz_server.authzen.model import Evaluation
-from authz_server.decision import Reason
+from authz_server.core.decision import Reason
+from authz_server.core.request import RequestView, normalize_host, split_path
 from authz_server.policy.conditions.jsonbody import JsonValue
-from authz_server.request import RequestView, normalize_host, split_path
 
 __all__ = [
     "MCP_TOOL_CALL",

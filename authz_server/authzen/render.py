@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from authz_server.audit_format import format_time
+from authz_server.audit.format import format_time
 from authz_server.authzen.mapping import MappingProblem
-from authz_server.decision import Decision
+from authz_server.core.decision import Decision
 
 __all__ = ["decision_object"]
 

@@ -25,9 +25,9 @@ from authz_server.authzen.decide import AuthzenService
 from authz_server.authzen.handlers import AuthzenHandler
 from authz_server.authzen.tls import ServerTls
 from authz_server.authzen.wellknown import check_public_url
-from authz_server.clock import Clock
-from authz_server.errors import ConfigError, quote
-from authz_server.tls import TlsCredentials
+from authz_server.core.clock import Clock
+from authz_server.core.errors import ConfigError, quote
+from authz_server.transport.tls import TlsCredentials
 
 __all__ = ["AuthzenServer", "parse_listen", "start_authzen"]
 

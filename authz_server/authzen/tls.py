@@ -22,7 +22,7 @@ import ssl
 import tempfile
 from pathlib import Path
 
-from authz_server.tls import ServerCertificate, TlsCredentials, placeholder_certificate
+from authz_server.transport.tls import ServerCertificate, TlsCredentials, placeholder_certificate
 
 __all__ = ["ServerTls"]
 

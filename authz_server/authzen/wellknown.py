@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from authz_server.errors import ConfigError, quote
+from authz_server.core.errors import ConfigError, quote
 
 __all__ = [
     "CONFIGURATION_PATH",

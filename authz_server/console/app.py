@@ -31,13 +31,13 @@ from multidict import MultiDict, MultiDictProxy
 
 from authz_server.admin.auth import Refused, authorize_approver
 from authz_server.admin.operations import AdminOperations
-from authz_server.clock import Clock, SystemClock
 from authz_server.console import pages
 from authz_server.console.auth import CALLER_NAME, ConsoleAuthenticator, ConsoleUser
 from authz_server.console.csrf import CsrfTokens, cross_site_problem
 from authz_server.console.markup import Markup
-from authz_server.durations import parse_duration_s
-from authz_server.errors import StoreUnavailable
+from authz_server.core.clock import Clock, SystemClock
+from authz_server.core.durations import parse_duration_s
+from authz_server.core.errors import StoreUnavailable
 from authz_server.state.store import ApprovalRecord
 
 __all__ = ["SECURITY_HEADERS", "build_console"]

@@ -26,8 +26,8 @@ from aiohttp import web
 
 from authz_server.admin.auth import Caller, Refused, authenticate
 from authz_server.admin.operations import AdminOperations
-from authz_server.clock import Clock, SystemClock
-from authz_server.pipeline import Snapshot
+from authz_server.check.pipeline import Snapshot
+from authz_server.core.clock import Clock, SystemClock
 
 __all__ = [
     "CALLER_NAME",

@@ -23,7 +23,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from authz_server.clock import Clock, SystemClock
+from authz_server.core.clock import Clock, SystemClock
 
 __all__ = ["MIN_SECRET_BYTES", "TOKEN_LIFETIME_S", "CsrfTokens", "cross_site_problem"]
 

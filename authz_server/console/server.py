@@ -26,13 +26,13 @@ from aiohttp import web
 
 from authz_server.admin.address import listen_host
 from authz_server.admin.operations import AdminOperations
-from authz_server.clock import Clock
+from authz_server.check.pipeline import Snapshot
 from authz_server.console.app import build_console
 from authz_server.console.auth import ConsoleAuthenticator
-from authz_server.errors import ConfigError, quote
+from authz_server.core.clock import Clock
+from authz_server.core.errors import ConfigError, quote
 from authz_server.identity.bundles import TrustBundles
-from authz_server.pipeline import Snapshot
-from authz_server.tls import ServerCertificate, load_certificate_files
+from authz_server.transport.tls import ServerCertificate, load_certificate_files
 
 __all__ = ["ConsoleServer", "ConsoleTls", "console_certificate", "start_console"]
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from cryptography import x509
 from cryptography.hazmat.primitives.hashes import SHA256
 
-from authz_server.errors import quote
+from authz_server.core.errors import quote
 from authz_server.identity.bundle_json import not_a_ca
 
 __all__ = ["authority_problem", "authority_warnings", "log_authority_warnings"]

@@ -35,7 +35,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from authz_server.errors import ConfigError, quote
+from authz_server.core.errors import ConfigError, quote
 
 __all__ = [
     "JwtAuthority",

@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import Store
 
-from authz_server.errors import ConfigError, quote
+from authz_server.core.errors import ConfigError, quote
 from authz_server.identity.authorities import authority_warnings, log_authority_warnings
 from authz_server.identity.bundle_json import JwtAuthority, not_a_ca, parse_bundle_json
 

@@ -45,8 +45,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from authz_server.decision import Reason
-from authz_server.errors import IdentityError, quote
+from authz_server.core.decision import Reason
+from authz_server.core.errors import IdentityError, quote
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.peer import Identity
 from authz_server.identity.spiffe_id import SpiffeId, parse_workload_id

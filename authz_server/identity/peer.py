@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from authz_server.decision import Reason
-from authz_server.errors import IdentityError, quote
+from authz_server.core.decision import Reason
+from authz_server.core.errors import IdentityError, quote
+from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.spiffe_id import SpiffeId, parse_workload_id
 from authz_server.identity.x509 import CertificateVerifier
 from authz_server.policy.model import IdentityConfig
-from authz_server.request import RequestView
 
 __all__ = ["SOURCE_PEER", "Identity", "PeerIdentity", "check_not_denied"]
 

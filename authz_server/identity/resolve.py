@@ -36,8 +36,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from authz_server.decision import Reason
-from authz_server.errors import IdentityError
+from authz_server.core.decision import Reason
+from authz_server.core.errors import IdentityError
+from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.jwt_svid import HEADER as AUTHORIZATION
 from authz_server.identity.jwt_svid import SOURCE_JWT_SVID, JwtSvidVerifier, bearer_token
@@ -47,7 +48,6 @@ from authz_server.identity.x509 import CertificateVerifier
 from authz_server.identity.xfcc import HEADER as XFCC
 from authz_server.identity.xfcc import SOURCE_XFCC, XfccError, forwarded_identity, parse_xfcc
 from authz_server.policy.model import IdentityConfig, PrincipalMatcher
-from authz_server.request import RequestView
 
 __all__ = [
     "SOURCES",

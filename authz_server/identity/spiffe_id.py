@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from authz_server.decision import Reason
-from authz_server.errors import IdentityError, quote
+from authz_server.core.decision import Reason
+from authz_server.core.errors import IdentityError, quote
 
 SCHEME = "spiffe://"
 MAX_ID_BYTES = 2048

@@ -41,13 +41,13 @@ from spiffe.bundle.x509_bundle.x509_bundle import X509Bundle
 from spiffe.bundle.x509_bundle.x509_bundle_set import X509BundleSet
 from spiffe.spiffe_id.spiffe_id import TrustDomain
 
-from authz_server.backoff import backoff_delay, sleep_unless
-from authz_server.errors import ConfigError, quote
+from authz_server.core.backoff import backoff_delay, sleep_unless
+from authz_server.core.errors import ConfigError, quote
 from authz_server.identity.authorities import authority_warnings
 from authz_server.identity.bundles import check_trust_domain
 from authz_server.identity.workload_api_jwt import JwtBundles, JwtBundleWatcher
-from authz_server.metrics import Metrics
-from authz_server.tls import ServerCertificate, server_certificate
+from authz_server.telemetry.metrics import Metrics
+from authz_server.transport.tls import ServerCertificate, server_certificate
 
 __all__ = ["WorkloadApiSource", "X509Update"]
 

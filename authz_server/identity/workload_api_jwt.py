@@ -26,8 +26,8 @@ from typing import Any
 from spiffe import WorkloadApiClient
 from spiffe.spiffe_id.spiffe_id import TrustDomain
 
-from authz_server.backoff import backoff_delay, sleep_unless
-from authz_server.errors import ConfigError
+from authz_server.core.backoff import backoff_delay, sleep_unless
+from authz_server.core.errors import ConfigError
 from authz_server.identity.bundle_json import JwtAuthority, parse_jwt_bundle
 from authz_server.identity.bundles import check_trust_domain
 

@@ -39,8 +39,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from authz_server.decision import Reason
-from authz_server.errors import IdentityError, quote
+from authz_server.core.decision import Reason
+from authz_server.core.errors import IdentityError, quote
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.spiffe_id import SpiffeId, parse_workload_id
 

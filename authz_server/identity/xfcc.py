@@ -49,8 +49,8 @@ from urllib.parse import unquote
 
 from cryptography import x509
 
-from authz_server.decision import Reason
-from authz_server.errors import IdentityError, quote
+from authz_server.core.decision import Reason
+from authz_server.core.errors import IdentityError, quote
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.peer import Identity
 from authz_server.identity.spiffe_id import parse_workload_id

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from authz_server.backoff import backoff_delay, sleep_unless
+from authz_server.core.backoff import backoff_delay, sleep_unless
 from authz_server.notify.signing import sign
 from authz_server.policy.approvals_notify import NotifyEndpoint
 from authz_server.state.events import ApprovalEvent

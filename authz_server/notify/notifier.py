@@ -38,9 +38,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from authz_server.clock import Clock, SystemClock
-from authz_server.errors import StoreUnavailable
-from authz_server.metrics import Metrics
+from authz_server.core.clock import Clock, SystemClock
+from authz_server.core.errors import StoreUnavailable
 from authz_server.notify.delivery import EndpointSender, Job, Observe, Outcome, RetryPolicy
 from authz_server.notify.expiry import ExpiryWatch
 from authz_server.notify.payload import Facts, approval_link, json_payload
@@ -50,6 +49,7 @@ from authz_server.policy.approvals_notify import ApprovalsSettings, NotifyEndpoi
 from authz_server.policy.model import Policy
 from authz_server.state.events import NULL_EVENTS, ApprovalEvent, EventType
 from authz_server.state.store import Store, to_us
+from authz_server.telemetry.metrics import Metrics
 
 __all__ = ["Notifier", "RetryPolicy"]
 

@@ -24,7 +24,7 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from authz_server.errors import quote
+from authz_server.core.errors import quote
 from authz_server.policy.yaml_source import Fields, Map, Seq, Value
 from authz_server.state.events import EventType
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from authz_server.decision import Reason
+from authz_server.core.decision import Reason
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.policy.conditions.base import (
     HOLDS,

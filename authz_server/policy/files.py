@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from authz_server.errors import PolicyIssue
+from authz_server.core.errors import PolicyIssue
 
 __all__ = ["MAX_FILE_BYTES", "SourceFile", "policy_version", "read_sources"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from authz_server.errors import quote
+from authz_server.core.errors import quote
 from authz_server.policy.model import PrincipalMatcher
 from authz_server.policy.yaml_source import Fields, Map, Seq, Value
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from authz_server.paths import PathTemplate, compile_path_template, split_path
+from authz_server.core.paths import PathTemplate, compile_path_template, split_path
 from authz_server.policy.model import RouteMatch, Rule
 from authz_server.policy.patterns import HostPattern, compile_host_pattern, compile_method
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from authz_server.errors import PolicyError, PolicyIssue, quote
+from authz_server.core.errors import PolicyError, PolicyIssue, quote
+from authz_server.core.paths import compile_path_template
 from authz_server.identity.spiffe_id import SCHEME, spiffe_id_problem
-from authz_server.paths import compile_path_template
 from authz_server.policy.approvals_notify import ApprovalsSettings, compile_approvals
 from authz_server.policy.authzen_section import compile_authzen
 from authz_server.policy.conditions.base import EMPTY_WHEN, When

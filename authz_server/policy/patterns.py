@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from authz_server.errors import quote
+from authz_server.core.errors import quote
 from authz_server.identity.spiffe_id import SCHEME, SpiffeId, spiffe_id_problem
 
 __all__ = [

@@ -43,7 +43,7 @@ from yaml.events import (
 )
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from authz_server.errors import PolicyIssue, quote
+from authz_server.core.errors import PolicyIssue, quote
 
 __all__ = ["Broken", "Fields", "Map", "Scalar", "Seq", "Value", "parse_document"]
 

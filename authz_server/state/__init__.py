@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from authz_server.clock import Clock
-from authz_server.errors import ConfigError, quote
+from authz_server.core.clock import Clock
+from authz_server.core.errors import ConfigError, quote
 from authz_server.state.store import Store
 
 __all__ = ["Store", "check_store_url", "open_store", "redacted_url"]

@@ -18,7 +18,7 @@ import dataclasses
 import threading
 from collections import deque
 
-from authz_server.clock import Clock, SystemClock
+from authz_server.core.clock import Clock, SystemClock
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.state.events import NULL_EVENTS, ApprovalEvents
 from authz_server.state.revocations import RevocationSet, check_revocation

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from authz_server.errors import StoreUnavailable
+from authz_server.core.errors import StoreUnavailable
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.state.events import ApprovalEvents
 from authz_server.state.store import (

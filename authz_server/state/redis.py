@@ -38,8 +38,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from authz_server.clock import Clock, SystemClock
-from authz_server.errors import StoreUnavailable
+from authz_server.core.clock import Clock, SystemClock
+from authz_server.core.errors import StoreUnavailable
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.state import redis_scripts
 from authz_server.state.events import NULL_EVENTS, ApprovalEvents

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from authz_server.errors import StoreUnavailable
+from authz_server.core.errors import StoreUnavailable
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.state.revocations import RevocationSet
 from authz_server.state.store import Revocation

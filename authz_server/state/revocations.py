@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from authz_server.errors import quote
+from authz_server.core.errors import quote
 from authz_server.identity.spiffe_id import SpiffeId, parse_spiffe_id
 from authz_server.policy.patterns import PrincipalPattern, compile_principal_pattern
 from authz_server.state.store import Revocation

@@ -1,6 +1,6 @@
 """MkDocs hook: `cli.md`, the command-line reference, generated from the real parser.
 
-The page is written at build time from `authz_server.cli.build_parser()`, the parser the
+The page is written at build time from `authz_server.cli.main.build_parser()`, the parser the
 program itself runs, so a flag, default or help text cannot be documented differently
 from what `authz-server --help` says. Nothing is written to disk: the page is an
 in-memory file added in `on_files`, and a hand-written `docs/cli.md` is refused.
@@ -18,8 +18,8 @@ from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
-from authz_server.cli import build_parser
-from authz_server.settings import env_name
+from authz_server.cli.main import build_parser
+from authz_server.runtime.settings import env_name
 
 PAGE = "cli.md"
 #: Usage lines are wrapped at this width, whatever the terminal that runs the build.

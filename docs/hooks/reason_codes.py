@@ -1,6 +1,6 @@
 """MkDocs hook: `concepts/reason-codes.md`, generated from the one reason table.
 
-Statuses come from `authz_server.decision.STATUS_BY_REASON`, the table the server itself
+Statuses come from `authz_server.core.decision.STATUS_BY_REASON`, the table the server itself
 answers with, so the page cannot disagree with it. What each reason means is written
 here, once per reason; the build fails when a reason has no meaning (a new reason cannot
 ship undocumented) or a meaning names a reason that no longer exists.
@@ -15,7 +15,7 @@ from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
-from authz_server.decision import STATUS_BY_REASON
+from authz_server.core.decision import STATUS_BY_REASON
 
 PAGE = "concepts/reason-codes.md"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from authz_server import stack
+from authz_server.tools import stack
 from bench.phases import Sizes
 from bench.report import render_table
 from bench.run import BenchConfig, run_bench

@@ -16,7 +16,7 @@ from aiohttp import web
 from playwright.async_api import ConsoleMessage, Page, Response
 
 from authz_server.admin.auth import Caller
-from authz_server.decision import Reason
+from authz_server.core.decision import Reason
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from authz_server.state.store import ApprovalStatus
 from tests.browser.conftest import OpenAs

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
-from authz_server.envoy_config import render_envoy_config
-from authz_server.lint_envoy import lint_envoy_file
 from authz_server.policy.load import load_policy
+from authz_server.tools.envoy_config import render_envoy_config
+from authz_server.tools.lint_envoy import lint_envoy_file
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"

@@ -369,7 +369,7 @@ def serve_flags() -> set[str]:
     """`serve`'s long options, from the CLI's own parser."""
     import argparse
 
-    from authz_server.cli import build_parser
+    from authz_server.cli.main import build_parser
 
     [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     return {o for a in commands.choices["serve"]._actions for o in a.option_strings}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.envoy_config import placeholders, render_envoy_config, shipped_configs
-from authz_server.lint_envoy import lint_envoy_file, run_lint_envoy
+from authz_server.tools.envoy_config import placeholders, render_envoy_config, shipped_configs
+from authz_server.tools.lint_envoy import lint_envoy_file, run_lint_envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = shipped_configs(ROOT)

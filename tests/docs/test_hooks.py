@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 from mkdocs.exceptions import PluginError
 
-from authz_server.decision import STATUS_BY_REASON
+from authz_server.core.decision import STATUS_BY_REASON
 from tests.docs.pages import DOCS, ROOT
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.lint_envoy_codes import CODES
-from authz_server.metrics import Metrics
+from authz_server.telemetry.metrics import Metrics
+from authz_server.tools.lint_envoy_codes import CODES
 from tests.docs.pages import DOCS, ROOT
 
 CITATIONS = DOCS / "_citations.txt"
@@ -84,7 +84,7 @@ def test_every_citation_target_is_a_built_page_and_anchor(site: Path) -> None:
 
 
 def test_cli_page_documents_every_command_and_flag(site: Path) -> None:
-    from authz_server.cli import build_parser
+    from authz_server.cli.main import build_parser
 
     html = _html(site, "cli.md")
     pending = [("", build_parser())]
@@ -102,7 +102,7 @@ def test_cli_page_documents_every_command_and_flag(site: Path) -> None:
 
 
 def test_reason_page_lists_every_reason_with_its_status(site: Path) -> None:
-    from authz_server.decision import STATUS_BY_REASON
+    from authz_server.core.decision import STATUS_BY_REASON
 
     html = _html(site, "concepts/reason-codes.md")
     for reason, (_, http_status) in STATUS_BY_REASON.items():

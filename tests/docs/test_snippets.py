@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.errors import PolicyError
+from authz_server.core.errors import PolicyError
 from authz_server.policy.load import load_policy_text
 from tests.docs.pages import DOCS, Block, all_blocks, blocks, named_files
 from tests.docs.workdir import FIRST_POLICY, environment, prepare

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from authz_server.audit import AuditLog
-from authz_server.audit_format import audit_record
+from authz_server.audit.format import audit_record
+from authz_server.audit.log import AuditLog
+from authz_server.check.offline import OfflineRequest, decide_offline
 from authz_server.policy.load import load_policy
-from authz_server.policy_tests import OfflineRequest, decide_offline
 from tests.docs.pages import DOCS, ROOT, named_files
 
 #: Repository directories commands name by relative path (`--policy examples/policy`).

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from authz_server import stack
+from authz_server.tools import stack
 from tests.e2e import harness
 
 

@@ -1,6 +1,6 @@
 """Certificates, policy and Envoy config variants for the e2e tests.
 
-The processes themselves are started by `authz_server.stack`, shared with the demo;
+The processes themselves are started by `authz_server.tools.stack`, shared with the demo;
 this module adds what only the tests need: deliberately bad certificates and the
 misconfigured Envoy variants that show the server holding the line on its own.
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from authz_server import devcerts, envoy_config
-from authz_server.envoy_config import render_envoy_config
+from authz_server.tools import devcerts, envoy_config
+from authz_server.tools.envoy_config import render_envoy_config
 
 ROOT = Path(__file__).resolve().parents[2]
 FRONT_PROXY = ROOT / "envoy" / "front-proxy.yaml"

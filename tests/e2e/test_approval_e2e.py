@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from authz_server import stack
-from authz_server.cli import main
+from authz_server.cli.main import main
+from authz_server.tools import stack
 from tests.e2e import harness
 
 pytestmark = pytest.mark.e2e

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from authz_server import stack
-from authz_server.demo import TOUR, run_demo
-from authz_server.demo_approval import APPROVAL_STEPS
+from authz_server.tools import stack
+from authz_server.tools.demo.approval import APPROVAL_STEPS
+from authz_server.tools.demo.tour import TOUR, run_demo
 
 pytestmark = pytest.mark.e2e
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from authz_server import stack
-from authz_server.demo import DEMO_POLICY
-from authz_server.envoy_config import placeholders, render_envoy_config, shipped_configs
-from authz_server.errors import ConfigError
-from authz_server.lint_envoy import run_lint_envoy
+from authz_server.core.errors import ConfigError
+from authz_server.tools import stack
+from authz_server.tools.demo.tour import DEMO_POLICY
+from authz_server.tools.envoy_config import placeholders, render_envoy_config, shipped_configs
+from authz_server.tools.lint_envoy import run_lint_envoy
 from tests.e2e import harness
 
 pytestmark = pytest.mark.e2e

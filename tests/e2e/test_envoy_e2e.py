@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from authz_server.stack import Reply
+from authz_server.tools.stack import Reply
 from tests.e2e import harness
 from tests.e2e.conftest import Proxy, Stack
 

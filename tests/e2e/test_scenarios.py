@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from authz_server import stack
-from authz_server.stack import Reply
+from authz_server.tools import stack
+from authz_server.tools.stack import Reply
 from tests.e2e import harness
 from tests.e2e.conftest import Proxy, Stack
 

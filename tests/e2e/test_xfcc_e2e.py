@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from authz_server import devcerts, stack
+from authz_server.tools import devcerts, stack
 from tests.e2e import harness
 from tests.e2e.conftest import Stack
 

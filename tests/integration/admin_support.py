@@ -11,16 +11,16 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from authz_server import devcerts
 from authz_server.admin.server import AdminServer, start_admin_server
 from authz_server.admin.service import SERVICE_NAME, PolicyStatus, pipeline_explain
+from authz_server.check.pipeline import Snapshot
 from authz_server.identity.bundles import TrustBundles
-from authz_server.pipeline import Snapshot
 from authz_server.policy.load import load_policy_text
 from authz_server.policy.patterns import compile_principal_pattern
 from authz_server.state.fingerprint import action_fingerprint
 from authz_server.state.memory import MemoryStore
 from authz_server.state.store import PendingAction, Store
+from authz_server.tools import devcerts
 
 POLICY = """\
 version: 1

@@ -10,10 +10,10 @@ from typing import Any
 
 import grpc
 
-from authz_server import devcerts
 from authz_server.admin import authz_admin_pb2 as pb
 from authz_server.admin.service import SERVICE_NAME
-from authz_server.settings import Settings
+from authz_server.runtime.settings import Settings
+from authz_server.tools import devcerts
 from tests.integration.support import check, request_for
 
 RELEASE = "spiffe://example.org/ci/release"

@@ -20,7 +20,7 @@ from cryptography import x509
 from envoy.service.auth.v3 import external_auth_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz_server import devcerts
+from authz_server.tools import devcerts
 from tests.conftest import make_check_request
 
 CHECK = "/envoy.service.auth.v3.Authorization/Check"

@@ -7,14 +7,14 @@ from typing import Any
 import grpc
 import pytest
 
-from authz_server import devcerts
 from authz_server.admin import authz_admin_pb2 as pb
 from authz_server.admin.server import AdminServer
-from authz_server.pipeline import Snapshot
-from authz_server.stack import free_port
+from authz_server.check.pipeline import Snapshot
 from authz_server.state.memory import MemoryStore
 from authz_server.state.redis import RedisStore
 from authz_server.state.store import ApprovalState
+from authz_server.tools import devcerts
+from authz_server.tools.stack import free_port
 from tests.integration.admin_support import (
     ALICE,
     BOB,

@@ -8,10 +8,10 @@ import pytest
 
 from authz_server.admin.server import AdminServer, start_admin_server
 from authz_server.admin.service import pipeline_explain
-from authz_server.cli import main
-from authz_server.errors import ConfigError
+from authz_server.check.pipeline import Snapshot
+from authz_server.cli.main import main
+from authz_server.core.errors import ConfigError
 from authz_server.identity.bundles import TrustBundles
-from authz_server.pipeline import Snapshot
 from authz_server.state.memory import MemoryStore
 from authz_server.state.store import ApprovalState
 from tests.integration.admin_support import (

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from authz_server import devcerts
 from authz_server.admin.server import AdminServer, start_admin_server
 from authz_server.admin.service import pipeline_explain
-from authz_server.cli import main
+from authz_server.cli.main import main
 from authz_server.identity.bundles import TrustBundles
 from authz_server.state.memory import MemoryStore
+from authz_server.tools import devcerts
 from tests.integration.admin_support import ALICE, Pki
 
 

@@ -23,16 +23,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz_server import devcerts
-from authz_server.audit import MemoryAudit
+from authz_server.audit.log import MemoryAudit
 from authz_server.authzen import AuthzenServer, AuthzenService, Limits, start_authzen
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.service import CheckService, SnapshotHolder
 from authz_server.identity.bundles import TrustBundles
-from authz_server.metrics import Metrics
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.load import load_policy_text
-from authz_server.service import CheckService, SnapshotHolder
 from authz_server.state.memory import MemoryStore
-from authz_server.tls import TlsCredentials, server_certificate
+from authz_server.telemetry.metrics import Metrics
+from authz_server.tools import devcerts
+from authz_server.transport.tls import TlsCredentials, server_certificate
 from tests.authzen_cases import (
     BACKEND,
     CASES,

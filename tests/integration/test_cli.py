@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz_server import stack
+from authz_server.tools import stack
 
 POLICY = """\
 version: 1
@@ -489,7 +489,7 @@ def test_every_command_reads_authz_variables(policy: Path) -> None:
 
 def test_repeatable_flag_on_the_command_line_replaces_the_environment() -> None:
     """`--header` given on the command line replaces AUTHZ_HEADER instead of adding to it."""
-    from authz_server.cli import build_parser
+    from authz_server.cli.main import build_parser
 
     environ = dict(os.environ)
     os.environ["AUTHZ_HEADER"] = "x-a:1,x-b:2"

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from authz_server.cli import EXIT_BROKEN_PIPE, EXIT_USAGE, build_parser, main
-from authz_server.cli_env import environment_error
-from authz_server.cli_parser import walk_parsers
-from authz_server.settings import env_name
+from authz_server.cli.env import environment_error
+from authz_server.cli.main import EXIT_BROKEN_PIPE, EXIT_USAGE, build_parser, main
+from authz_server.cli.parser import walk_parsers
+from authz_server.runtime.settings import env_name
 
 POLICY = """\
 version: 1

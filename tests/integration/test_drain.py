@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 
-from authz_server.stack import free_port
+from authz_server.tools.stack import free_port
 from tests.integration.support import (
     SERVING,
     check,

@@ -9,9 +9,9 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from authz_server import devcerts
-from authz_server.server import RunningServer, start_server
-from authz_server.settings import Settings
+from authz_server.runtime.server import RunningServer, start_server
+from authz_server.runtime.settings import Settings
+from authz_server.tools import devcerts
 from tests.integration.support import CHECK, check, http_get, outcome, readyz, request_for
 
 FRONTEND = "spiffe://example.org/ns/shop/sa/frontend"

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.decision import Reason
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.core.decision import Reason
+from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
-from authz_server.metrics import Metrics
 from authz_server.notify.notifier import Notifier
-from authz_server.pipeline import Pipeline, Snapshot
-from authz_server.request import RequestView
-from authz_server.stack import free_port
 from authz_server.state.events import ApprovalEvent, EventType
 from authz_server.state.redis import RedisStore
+from authz_server.telemetry.metrics import Metrics
+from authz_server.tools.stack import free_port
 from tests.unit.notify.notify_support import count, notifier, until
 from tests.unit.notify.receiver import SECRET, Receiver, readme_snippet, receiver
 from tests.unit.notify.support import AGENT, BODY, HUMAN, action, endpoint, policy, record

@@ -172,7 +172,7 @@ def test_readme_example_does_what_the_readme_says(example: Example, tmp_path: Pa
 def test_every_offline_command_has_a_readme_example() -> None:
     """Each command `authz-server --help` lists has a README example that runs here,
     except the ones that need a running server (EXCLUDED, with the reason)."""
-    from authz_server.cli import build_parser
+    from authz_server.cli.main import build_parser
 
     [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     offline = set(commands.choices) - set(EXCLUDED)
@@ -210,10 +210,10 @@ authz-server serve --policy PATH [--listen ADDR]
 def write_audit_sample(path: Path) -> None:
     """Decide a few requests of the seed scenarios with `examples/policy` at fixed times
     and write them as the server would: one hash-chained audit record each."""
-    from authz_server.audit import AuditLog
-    from authz_server.audit_format import audit_record
+    from authz_server.audit.format import audit_record
+    from authz_server.audit.log import AuditLog
+    from authz_server.check.offline import OfflineRequest, decide_offline, parse_at
     from authz_server.policy.load import load_policy
-    from authz_server.policy_tests import OfflineRequest, decide_offline, parse_at
 
     policy = load_policy(ROOT / "examples" / "policy")
     release, deployer = "spiffe://example.org/ci/release", "spiffe://example.org/ci/deployer"

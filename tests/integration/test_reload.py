@@ -16,13 +16,13 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from authz_server import devcerts
-from authz_server.pipeline import Pipeline, Snapshot
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.core.request import RequestView
 from authz_server.policy.evaluate import Trace
-from authz_server.request import RequestView
-from authz_server.server import RunningServer, start_server
-from authz_server.settings import Settings
-from authz_server.stack import free_port
+from authz_server.runtime.server import RunningServer, start_server
+from authz_server.runtime.settings import Settings
+from authz_server.tools import devcerts
+from authz_server.tools.stack import free_port
 from tests.integration.support import (
     check,
     eventually,

@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from authz_server import stack
 from authz_server.admin import authz_admin_pb2 as pb
-from authz_server.cli import main
+from authz_server.cli.main import main
+from authz_server.tools import stack
 from tests.integration.serve_support import (
     AGENT,
     Files,
@@ -110,7 +110,7 @@ async def test_workers_share_the_port_and_the_store(files: Files, redis_url: str
     both and the supervisor exits 0."""
     service = _start(files, "workers", "--store", redis_url, "--workers", "2")
     try:
-        listening = [f"worker{i} authz_server.server: Check listening" for i in (0, 1)]
+        listening = [f"worker{i} authz_server.runtime.server: Check listening" for i in (0, 1)]
         await eventually(
             lambda: all(line in service.log_path.read_text() for line in listening),
             "both workers listening",

@@ -12,9 +12,9 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz_server import devcerts
 from authz_server.admin import authz_admin_pb2 as pb
-from authz_server.server import RunningServer, start_server
+from authz_server.runtime.server import RunningServer, start_server
+from authz_server.tools import devcerts
 from tests.integration.serve_support import (
     ALICE,
     Files,

@@ -14,9 +14,9 @@ from envoy.service.auth.v3 import external_auth_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from authz_server import devcerts
-from authz_server.server import RunningServer, start_server
-from authz_server.settings import Settings
+from authz_server.runtime.server import RunningServer, start_server
+from authz_server.runtime.settings import Settings
+from authz_server.tools import devcerts
 from tests.conftest import make_check_request
 
 POLICY = """\

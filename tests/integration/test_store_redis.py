@@ -12,7 +12,7 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from authz_server.errors import StoreUnavailable
+from authz_server.core.errors import StoreUnavailable
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from authz_server.state.fingerprint import action_fingerprint
 from authz_server.state.redis import RedisStore

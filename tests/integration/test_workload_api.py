@@ -13,9 +13,9 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from authz_server import devcerts
-from authz_server.server import RunningServer, start_server
-from authz_server.settings import Settings
+from authz_server.runtime.server import RunningServer, start_server
+from authz_server.runtime.settings import Settings
+from authz_server.tools import devcerts
 from tests.integration.support import (
     NOT_SERVING,
     SERVING,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from authz_server import stack
+from authz_server.tools import stack
 from tests.e2e import harness
 
 #: The e2e policy: the frontend may read orders and nothing under /v1/tenants.

@@ -19,10 +19,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from authz_server import devcerts
-from authz_server.audit_verify import verify_chain
-from authz_server.server import start_server
-from authz_server.settings import Settings
+from authz_server.audit.verify import verify_chain
+from authz_server.runtime.server import start_server
+from authz_server.runtime.settings import Settings
+from authz_server.tools import devcerts
 from tests.e2e import harness
 from tests.integration.support import check, eventually, readyz, request_for
 from tests.load.conftest import ALLOWED, LoadStack, loadgen_results

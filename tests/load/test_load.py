@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.audit_verify import verify_chain
+from authz_server.audit.verify import verify_chain
 from tests.e2e import harness
 from tests.load.conftest import DENIED, LoadStack, loadgen_results
 

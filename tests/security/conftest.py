@@ -1,7 +1,7 @@
 """Fixtures for the bypass corpus: its callers, the Check service, and real Envoys.
 
 The Envoy stack is this package's own (the corpus policy is not the e2e one), started
-once per session with `authz_server.stack` and `tests.e2e.harness`, always stopped, and
+once per session with `authz_server.tools.stack` and `tests.e2e.harness`, always stopped, and
 its logs printed after a failing test.
 """
 
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from authz_server import stack
-from authz_server.audit import MemoryAudit
+from authz_server.audit.log import MemoryAudit
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.service import CheckService, SnapshotHolder
 from authz_server.identity.bundles import load_pem_bundles
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.load import load_policy_text
-from authz_server.service import CheckService, SnapshotHolder
+from authz_server.tools import stack
 from tests.e2e import harness
 from tests.security import corpus
 from tests.security.identities import Identities, mint_identities

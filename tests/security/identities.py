@@ -10,7 +10,7 @@ from __future__ import annotations
 import urllib.parse
 from pathlib import Path
 
-from authz_server import devcerts
+from authz_server.tools import devcerts
 from tests.e2e.harness import Certs
 
 FRONTEND = "spiffe://example.org/ns/shop/sa/frontend"

@@ -15,7 +15,7 @@ import yaml
 from envoy.service.auth.v3 import external_auth_pb2
 from hypothesis import strategies as st
 
-from authz_server.request import RequestView
+from authz_server.core.request import RequestView
 
 #: Text a protobuf string field can hold (no lone surrogates).
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20)

@@ -1,6 +1,6 @@
 """One HTTP/1.1 request over mTLS, written byte for byte.
 
-Unlike `authz_server.stack.https_request`, the request-target, every header (repeats and
+Unlike `authz_server.tools.stack.https_request`, the request-target, every header (repeats and
 several `Host` lines included) and the TLS server name are independent, so a trick can
 send `Host: ADMIN.INTERNAL` while the handshake still verifies Envoy as `localhost`.
 """
@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Iterable
 from pathlib import Path
 
-from authz_server.stack import LOOPBACK, Reply
+from authz_server.tools.stack import LOOPBACK, Reply
 
 #: How a refused TLS handshake shows up on the client (TLS 1.3 reports it on first read).
 REFUSED_ERRORS = (ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)

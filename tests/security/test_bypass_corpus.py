@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz_server.request import normalize_host
-from authz_server.service import CheckService
+from authz_server.check.service import CheckService
+from authz_server.core.request import normalize_host
 from tests.conftest import make_check_request
 from tests.e2e import harness
 from tests.security import corpus, rawhttp

@@ -32,18 +32,18 @@ from envoy.service.auth.v3 import external_auth_pb2
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from authz_server.audit import MemoryAudit
-from authz_server.clock import FixedClock
-from authz_server.decision import STATUS_BY_REASON, Reason
-from authz_server.errors import IdentityError, PolicyError
+from authz_server.audit.log import MemoryAudit
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.service import CheckService, SnapshotHolder
+from authz_server.core.clock import FixedClock
+from authz_server.core.decision import STATUS_BY_REASON, Reason
+from authz_server.core.errors import IdentityError, PolicyError
+from authz_server.core.paths import canonical_path_problem
+from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.spiffe_id import parse_spiffe_id
-from authz_server.paths import canonical_path_problem
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.load import load_policy, load_policy_text
 from authz_server.policy.model import Policy
-from authz_server.request import RequestView
-from authz_server.service import CheckService, SnapshotHolder
 from tests.security import corpus
 from tests.security.properties_strategies import (
     ADVERSARIAL_IDS,

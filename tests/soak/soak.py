@@ -25,8 +25,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from authz_server import stack
-from authz_server.audit_verify import verify_chain
+from authz_server.audit.verify import verify_chain
+from authz_server.tools import stack
 from tests.e2e import harness
 from tests.load.conftest import LoadStack, start_load_stack
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from authz_server.audit import GENESIS, AuditLog, MemoryAudit, chain_hash, format_time
-from authz_server.audit_verify import verify_chain
+from authz_server.audit.log import GENESIS, AuditLog, MemoryAudit, chain_hash, format_time
+from authz_server.audit.verify import verify_chain
 
 
 def _records(path: Path) -> list[dict[str, Any]]:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from authz_server import cli
-from authz_server.audit import AuditLog
+from authz_server.audit.log import AuditLog
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.service import CheckService, SnapshotHolder
+from authz_server.cli import main as cli
 from authz_server.identity.bundles import TrustBundles
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.load import load_policy_text
-from authz_server.service import CheckService, SnapshotHolder
 from tests.conftest import make_check_request
 
 FRONTEND = "spiffe://example.org/ns/shop/sa/frontend"

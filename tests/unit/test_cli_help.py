@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from authz_server import lint_envoy
-from authz_server.cli import build_parser, main
-from authz_server.cli_parser import shows_default, walk_parsers
+from authz_server.cli.main import build_parser, main
+from authz_server.cli.parser import shows_default, walk_parsers
+from authz_server.tools import lint_envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("SPEC §", "PERF-NOTES")
@@ -138,7 +138,7 @@ def test_an_unknown_flag_prints_the_subcommand_usage(
 def _help_texts() -> Iterator[tuple[str, str]]:
     for parser in _parsers():
         yield parser.prog, parser.format_help()
-    yield "python -m authz_server.lint_envoy", _standalone_help(lint_envoy.main)
+    yield "python -m authz_server.tools.lint_envoy", _standalone_help(lint_envoy.main)
 
 
 def _standalone_help(entry: object) -> str:

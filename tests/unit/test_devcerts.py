@@ -13,7 +13,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from authz_server.devcerts import (
+from authz_server.core.errors import ConfigError, IdentityError
+from authz_server.identity.bundles import load_pem_bundles
+from authz_server.identity.spiffe_id import parse_spiffe_id
+from authz_server.identity.x509 import CertificateVerifier
+from authz_server.tools.devcerts import (
     key_pem,
     load_authority,
     mint_ca,
@@ -22,10 +26,6 @@ from authz_server.devcerts import (
     pem,
     write_dev_certs,
 )
-from authz_server.errors import ConfigError, IdentityError
-from authz_server.identity.bundles import load_pem_bundles
-from authz_server.identity.spiffe_id import parse_spiffe_id
-from authz_server.identity.x509 import CertificateVerifier
 
 IDS = {"api": "spiffe://example.org/ns/prod/sa/api", "web": "spiffe://example.org/ns/prod/sa/web"}
 

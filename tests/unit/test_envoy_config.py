@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.envoy_config import render_envoy_config
-from authz_server.errors import ConfigError
+from authz_server.core.errors import ConfigError
+from authz_server.tools.envoy_config import render_envoy_config
 
 TEMPLATE = """\
 address: ${LISTEN_ADDRESS}

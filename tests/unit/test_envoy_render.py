@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from authz_server import cli
-from authz_server.envoy_config import DEFAULTS, placeholders, shipped_configs
-from authz_server.envoy_render import PLACEHOLDERS, describe_placeholders
+from authz_server.cli import main as cli
+from authz_server.tools.envoy_config import DEFAULTS, placeholders, shipped_configs
+from authz_server.tools.envoy_render import PLACEHOLDERS, describe_placeholders
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = shipped_configs(ROOT)

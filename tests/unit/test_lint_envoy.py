@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from authz_server import lint_envoy
-from authz_server.lint_envoy import CODES, lint_envoy_config, lint_envoy_file, run_lint_envoy
-from authz_server.lint_envoy_policy import BodyRule, body_reads, body_rules
 from authz_server.policy.load import load_policy_text
+from authz_server.tools import lint_envoy
+from authz_server.tools.lint_envoy import CODES, lint_envoy_config, lint_envoy_file, run_lint_envoy
+from authz_server.tools.lint_envoy_policy import BodyRule, body_reads, body_rules
 
 GOOD = Path(__file__).resolve().parents[1] / "data" / "envoy-lint-good.yaml"
 EXT_AUTHZ_PER_ROUTE = (

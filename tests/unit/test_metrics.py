@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from authz_server.decision import Decision, Reason
-from authz_server.metrics import Metrics
+from authz_server.core.decision import Decision, Reason
+from authz_server.telemetry.metrics import Metrics
 
 
 def _value(metrics: Metrics, name: str, **labels: str) -> float | None:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from authz_server import paths
-from authz_server.paths import (
+from authz_server.core import paths
+from authz_server.core.paths import (
     canonical_path_problem,
     compile_path_template,
     segment_key,

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from authz_server import devcerts
-from authz_server.clock import FixedClock
-from authz_server.decision import Reason
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.core.clock import FixedClock
+from authz_server.core.decision import Reason
+from authz_server.core.request import RequestView, view_from_check_request
 from authz_server.identity.bundles import load_pem_bundles
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.load import load_policy_text
-from authz_server.request import RequestView, view_from_check_request
+from authz_server.tools import devcerts
 from tests.conftest import make_check_request
 
 POLICY = """\
@@ -220,7 +220,7 @@ rules:
 def test_dry_run_decision_names_the_granting_rule_upstream(pki: dict[str, object]) -> None:
     """A dry-run deny over an enforced allow is recorded as the deny, and the upstream's
     x-authz-rule names the rule that grants the request."""
-    from authz_server.response import render_check_response
+    from authz_server.check.response import render_check_response
 
     snapshot = Snapshot(load_policy_text(DRY_RUN_POLICY), pki["bundles"])  # type: ignore[arg-type]
     view = _view("/open/frozen", ALICE)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from authz_server.clock import FixedClock
-from authz_server.decision import Reason
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.core.clock import FixedClock
+from authz_server.core.decision import Reason
+from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.load import load_policy_text
-from authz_server.request import RequestView
 from authz_server.state import open_store
 from tests.unit.identity.sources_support import (
     ADMIN,

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from authz_server.devcerts import mint_ca
 from authz_server.identity.bundles import DomainBundle, TrustBundles
 from authz_server.policy.load import load_policy_text
-from authz_server.reload import compose_bundles, fingerprint, readiness_problem
+from authz_server.runtime.reload import compose_bundles, fingerprint, readiness_problem
+from authz_server.tools.devcerts import mint_ca
 
 OURS, PARTNER = mint_ca("example.org"), mint_ca("partner.org")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz_server.decision import Reason
-from authz_server.errors import RequestError
-from authz_server.request import normalize_host, split_path, view_from_check_request
+from authz_server.core.decision import Reason
+from authz_server.core.errors import RequestError
+from authz_server.core.request import normalize_host, split_path, view_from_check_request
 from tests.conftest import make_check_request
 
 

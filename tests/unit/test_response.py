@@ -8,9 +8,9 @@ import json
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz_server import response as response_module
-from authz_server.decision import STATUS_BY_REASON, Decision, Reason, new_decision_id
-from authz_server.response import render_check_response, render_response_bytes
+from authz_server.check import response as response_module
+from authz_server.check.response import render_check_response, render_response_bytes
+from authz_server.core.decision import STATUS_BY_REASON, Decision, Reason, new_decision_id
 
 
 def _headers(options: object) -> dict[str, str]:

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from authz_server import cli
-from authz_server.errors import ConfigError
-from authz_server.settings import Settings
+from authz_server.cli import main as cli
+from authz_server.core.errors import ConfigError
+from authz_server.runtime.settings import Settings
 
 TLS = {"tls_cert": "c.pem", "tls_key": "k.pem", "allowed_callers": ("spiffe://example.org/envoy",)}
 
@@ -153,7 +153,7 @@ def test_admin_enabled(fields: dict[str, Any], enabled: bool) -> None:
 
 def test_worker_settings() -> None:
     """Worker i gets the metrics port + i and its own audit file; port 0 stays ephemeral."""
-    from authz_server.workers import worker_settings
+    from authz_server.runtime.workers import worker_settings
 
     base = Settings(policy="p.yaml", metrics_listen="0.0.0.0:9090", audit_log="/var/a.jsonl")
     second = worker_settings(base, 1)

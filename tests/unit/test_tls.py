@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from authz_server import devcerts
-from authz_server.errors import ConfigError
+from authz_server.core.errors import ConfigError
 from authz_server.identity.bundles import TrustBundles
 from authz_server.policy.patterns import compile_principal_pattern
-from authz_server.tls import (
+from authz_server.tools import devcerts
+from authz_server.transport.tls import (
     CallerGuard,
     TlsCredentials,
     load_certificate_files,

@@ -39,9 +39,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from authz_server.decision import Reason
-from authz_server.durations import parse_duration_s
-from authz_server.errors import StoreUnavailable, quote
+from authz_server.core.decision import Reason
+from authz_server.core.durations import parse_duration_s
+from authz_server.core.errors import StoreUnavailable, quote
 from authz_server.notify.redact import body_preview, secret_key_problem
 from authz_server.policy.conditions.base import ConditionResult, Outcome, RequestContext
 from authz_server.policy.conditions.jsonbody import PARTIAL_BODY_HEADER

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from authz_server.decision import Reason
+from authz_server.core.decision import Reason
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.policy.conditions.jsonbody import BodyDocument, read_json_body
 from authz_server.policy.conditions.query import parse_query

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from authz_server.decision import Reason
-from authz_server.errors import quote
+from authz_server.core.decision import Reason
+from authz_server.core.errors import quote
 from authz_server.policy.conditions.base import HOLDS, ConditionResult, Outcome, RequestContext
 from authz_server.policy.conditions.jsonbody import JsonValue
 from authz_server.policy.conditions.matchers import compile_regex

@@ -37,8 +37,8 @@ from cel_expr_python import cel  # type: ignore[import-untyped]
 from cel_expr_python.ext import ext_strings  # type: ignore[import-untyped]
 from google.protobuf import any_pb2
 
-from authz_server.decision import Reason
-from authz_server.errors import quote
+from authz_server.core.decision import Reason
+from authz_server.core.errors import quote
 from authz_server.policy.conditions.base import HOLDS, ConditionResult, RequestContext
 from authz_server.policy.conditions.jsonbody import JsonValue
 from authz_server.policy.yaml_source import Fields, Value

@@ -33,8 +33,8 @@ from typing import Any
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
-from authz_server.decision import Reason
-from authz_server.errors import quote
+from authz_server.core.decision import Reason
+from authz_server.core.errors import quote
 from authz_server.policy.conditions.base import HOLDS, ConditionResult, Outcome, RequestContext
 from authz_server.policy.yaml_source import Fields, Map, Scalar, Value
 

@@ -22,8 +22,8 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from authz_server.decision import Reason
-from authz_server.errors import quote
+from authz_server.core.decision import Reason
+from authz_server.core.errors import quote
 from authz_server.policy.conditions.base import HOLDS, ConditionResult, RequestContext
 from authz_server.policy.yaml_source import Fields, Map, Seq, Value
 

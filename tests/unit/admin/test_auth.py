@@ -11,9 +11,9 @@ import pytest
 from cryptography import x509
 
 from authz_server.admin.auth import Caller, Refused, authenticate
-from authz_server.devcerts import Authority, mint_ca, mint_svid, pem
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.spiffe_id import parse_spiffe_id
+from authz_server.tools.devcerts import Authority, mint_ca, mint_svid, pem
 
 NOW = datetime(2031, 3, 4, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -6,7 +6,7 @@ import pytest
 
 from authz_server.admin.address import is_loopback, listen_host
 from authz_server.admin.cli import parse_duration
-from authz_server.errors import ConfigError
+from authz_server.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -6,16 +6,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from authz_server.audit import MemoryAudit
+from authz_server.audit.log import MemoryAudit
 from authz_server.authzen.caller import CallerAuthenticator
 from authz_server.authzen.decide import AuthzenService
 from authz_server.authzen.handlers import AuthzenHandler, Reply
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.service import SnapshotHolder
 from authz_server.identity.bundles import TrustBundles
-from authz_server.metrics import Metrics
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.load import load_policy_text
-from authz_server.service import SnapshotHolder
 from authz_server.state.memory import MemoryStore
+from authz_server.telemetry.metrics import Metrics
 
 JSON = "application/json"
 

@@ -12,11 +12,11 @@ import pytest
 from authz_server.authzen import AuthzenService, start_authzen
 from authz_server.authzen.server import parse_listen
 from authz_server.authzen.wellknown import check_public_url, configuration, request_base_url
-from authz_server.errors import ConfigError, PolicyError
-from authz_server.pipeline import Pipeline
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.service import SnapshotHolder
+from authz_server.core.errors import ConfigError, PolicyError
 from authz_server.policy.load import load_policy, load_policy_text
-from authz_server.service import SnapshotHolder
-from authz_server.tls import TlsCredentials, placeholder_certificate
+from authz_server.transport.tls import TlsCredentials, placeholder_certificate
 from tests.unit.authzen.support import make_rig
 
 HEADER = "version: 1\nidentity:\n  trust_domains: [example.org]\n"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from authz_server.errors import StoreUnavailable
+from authz_server.core.errors import StoreUnavailable
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.state.memory import MemoryStore
 from authz_server.state.store import Revocation

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from authz_server.decision import Decision, Reason
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.core.decision import Decision, Reason
+from authz_server.core.request import LOCAL_PEP, RequestView
 from authz_server.identity.bundles import TrustBundles
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.load import load_policy_text
-from authz_server.request import LOCAL_PEP, RequestView
 from authz_server.state.memory import MemoryStore
 
 POLICY = """\

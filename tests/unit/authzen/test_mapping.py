@@ -11,9 +11,9 @@ import pytest
 
 from authz_server.authzen.mapping import MappingProblem, dumps_exact, to_view
 from authz_server.authzen.model import Evaluation, parse_evaluation, read_object
-from authz_server.decision import Reason
+from authz_server.core.decision import Reason
+from authz_server.core.request import RequestView
 from authz_server.policy.conditions.jsonbody import loads_strict
-from authz_server.request import RequestView
 
 ALICE = "spiffe://example.org/ns/a/sa/alice"
 GATEWAY = "spiffe://example.org/gateways/edge"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from authz_server.authzen.caller import Caller
 from authz_server.authzen.model import ItemProblem, parse_evaluation
+from authz_server.check.replay import replay_audit
 from authz_server.policy.load import load_policy_text
-from authz_server.replay import replay_audit
 from tests.unit.authzen.support import Rig, make_rig
 
 POLICY = """\

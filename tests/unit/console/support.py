@@ -16,19 +16,19 @@ import aiohttp
 import pytest
 from cryptography import x509
 
-from authz_server import devcerts
 from authz_server.admin.operations import AdminOperations
 from authz_server.admin.service import policy_approvers
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.service import SnapshotHolder
 from authz_server.console.server import ConsoleServer, start_console
-from authz_server.decision import Decision
+from authz_server.core.decision import Decision
+from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.load import load_policy_text
 from authz_server.policy.model import PrincipalMatcher
-from authz_server.request import RequestView
-from authz_server.service import SnapshotHolder
 from authz_server.state.memory import MemoryStore
 from authz_server.state.store import Store
+from authz_server.tools import devcerts
 
 POLICY = """\
 version: 1

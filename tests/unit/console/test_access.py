@@ -5,11 +5,11 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from authz_server import devcerts
 from authz_server.console.app import SECURITY_HEADERS
 from authz_server.identity.bundles import TrustBundles
-from authz_server.stack import free_port
 from authz_server.state.redis import RedisStore
+from authz_server.tools import devcerts
+from authz_server.tools.stack import free_port
 from tests.unit.console.support import (
     ALICE,
     BOB,

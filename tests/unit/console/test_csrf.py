@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from authz_server.clock import FixedClock
 from authz_server.console.csrf import TOKEN_LIFETIME_S, CsrfTokens, cross_site_problem
+from authz_server.core.clock import FixedClock
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 SECRET = b"s" * 32

@@ -9,9 +9,9 @@ import logging
 
 import pytest
 
-from authz_server.decision import Reason
-from authz_server.pipeline import Pipeline
-from authz_server.request import RequestView
+from authz_server.check.pipeline import Pipeline
+from authz_server.core.decision import Reason
+from authz_server.core.request import RequestView
 from authz_server.state.store import ApprovalStatus
 from tests.unit.console.support import (
     AGENT,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.errors import ConfigError
+from authz_server.core.errors import ConfigError
 from authz_server.state.memory import MemoryStore
 from tests.unit.console.support import Console, Pki, start_test_console
 

@@ -13,13 +13,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from authz_server.devcerts import mint_ca, mint_svid, pem
+from authz_server.check.service import SnapshotHolder
 from authz_server.identity.authorities import authority_problem, authority_warnings
 from authz_server.identity.bundles import DomainBundle, TrustBundles, load_bundles
-from authz_server.metrics import Metrics
 from authz_server.policy.load import load_policy_text
-from authz_server.reload import LiveState
-from authz_server.service import SnapshotHolder
+from authz_server.runtime.reload import LiveState
+from authz_server.telemetry.metrics import Metrics
+from authz_server.tools.devcerts import mint_ca, mint_svid, pem
 
 GOOD = mint_ca("example.org")
 NO_KEY_USAGE = mint_ca("example.org", name="no keyUsage CA", key_usage="none")

@@ -11,11 +11,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from authz_server.devcerts import mint_ca, mint_svid, pem
-from authz_server.errors import ConfigError
+from authz_server.core.errors import ConfigError
 from authz_server.identity.bundle_json import parse_bundle_json
 from authz_server.identity.bundles import load_bundle_file, load_bundles
-from authz_server.reload import compose_bundles
+from authz_server.runtime.reload import compose_bundles
+from authz_server.tools.devcerts import mint_ca, mint_svid, pem
 
 CA = mint_ca("example.org")
 OTHER = mint_ca("example.org")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.devcerts import key_pem, mint_ca, mint_svid, pem
-from authz_server.errors import ConfigError
+from authz_server.core.errors import ConfigError
 from authz_server.identity.bundles import TrustBundles, load_pem_bundles, parse_bundle_spec
+from authz_server.tools.devcerts import key_pem, mint_ca, mint_svid, pem
 
 
 def test_each_trust_domain_gets_its_own_store() -> None:

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz_server.decision import Reason
-from authz_server.errors import IdentityError
+from authz_server.core.decision import Reason
+from authz_server.core.errors import IdentityError
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.jwt_svid import JwtSvidVerifier, bearer_token
 from authz_server.identity.peer import Identity

@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from authz_server.audit import audit_record
-from authz_server.clock import FixedClock
-from authz_server.decision import Decision, Reason
+from authz_server.audit.log import audit_record
+from authz_server.check.offline import offline_policy
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.core.clock import FixedClock
+from authz_server.core.decision import Decision, Reason
+from authz_server.core.request import RequestView
 from authz_server.identity.resolve import SOURCES, XFCC_SPOOFING, IdentityFailure, IdentityResolver
 from authz_server.identity.x509 import CertificateVerifier
-from authz_server.metrics import Metrics
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy import identity_sources
 from authz_server.policy.load import load_policy_text
-from authz_server.policy_tests import offline_policy
-from authz_server.request import RequestView
+from authz_server.telemetry.metrics import Metrics
 from tests.unit.identity.sources_support import (
     ADMIN,
     FRONTEND,

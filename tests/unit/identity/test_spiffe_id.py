@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authz_server.decision import Reason
-from authz_server.errors import IdentityError
+from authz_server.core.decision import Reason
+from authz_server.core.errors import IdentityError
 from authz_server.identity.spiffe_id import (
     SpiffeId,
     parse_spiffe_id,

@@ -8,8 +8,8 @@ from spiffe.spiffe_id.spiffe_id import TrustDomain
 from spiffe.svid.x509_svid import X509Svid
 from spiffe.workloadapi.x509_context import X509Context
 
-from authz_server import devcerts
 from authz_server.identity.workload_api import _Client, update_from_context
+from authz_server.tools import devcerts
 from tests.workload_api_server import Svid, _der
 
 

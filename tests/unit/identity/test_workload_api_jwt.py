@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from authz_server.errors import ConfigError
+from authz_server.core.errors import ConfigError
 from authz_server.identity.bundle_json import parse_jwt_bundle
 from authz_server.identity.workload_api_jwt import jwt_bundles_from_response
 from tests.unit.identity.test_bundle_json import ec_jwk, rsa_jwk, x509_key

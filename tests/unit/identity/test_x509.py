@@ -10,12 +10,12 @@ from urllib.parse import quote as urlencode
 import pytest
 from cryptography import x509
 
-from authz_server.decision import Reason
-from authz_server.devcerts import Authority, mint_ca, mint_svid, pem
-from authz_server.errors import IdentityError
+from authz_server.core.decision import Reason
+from authz_server.core.errors import IdentityError
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.spiffe_id import SpiffeId, parse_spiffe_id
 from authz_server.identity.x509 import CertificateVerifier, verify_svid
+from authz_server.tools.devcerts import Authority, mint_ca, mint_svid, pem
 
 NOW = datetime(2031, 3, 4, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz_server.decision import Reason
-from authz_server.errors import IdentityError
+from authz_server.core.decision import Reason
+from authz_server.core.errors import IdentityError
 from authz_server.identity.peer import Identity
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from authz_server.identity.x509 import CertificateVerifier

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from authz_server.metrics import Metrics
 from authz_server.notify.notifier import Notifier, RetryPolicy
 from authz_server.policy.model import Policy
 from authz_server.state.store import Store
+from authz_server.telemetry.metrics import Metrics
 from tests.unit.state.conftest import ManualClock
 
 #: Retries in milliseconds, so that tests do not wait for a real backoff.

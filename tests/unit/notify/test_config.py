@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from authz_server.errors import PolicyError
+from authz_server.core.errors import PolicyError
 from authz_server.policy.approvals_notify import NotifyEndpoint
 from authz_server.policy.conditions.approval import ApprovalCondition
 from authz_server.policy.load import load_policy_text

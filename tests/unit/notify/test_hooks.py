@@ -11,17 +11,17 @@ import pytest
 
 from authz_server.admin.auth import Caller, Refused
 from authz_server.admin.operations import AdminOperations
-from authz_server.decision import Decision, Reason
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.core.decision import Decision, Reason
+from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.spiffe_id import parse_spiffe_id
-from authz_server.metrics import Metrics
 from authz_server.notify.notifier import Notifier
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.model import Policy
 from authz_server.policy.patterns import compile_principal_pattern
-from authz_server.request import RequestView
 from authz_server.state.events import ApprovalEvent, EventType
 from authz_server.state.memory import MemoryStore
+from authz_server.telemetry.metrics import Metrics
 from tests.unit.notify.notify_support import count, notifier, until
 from tests.unit.notify.receiver import dead_url, receiver
 from tests.unit.notify.support import AGENT, BODY, HUMAN, endpoint, policy

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from authz_server.metrics import Metrics
 from authz_server.state.events import NULL_EVENTS, ApprovalEvent, EventType
 from authz_server.state.memory import MemoryStore
+from authz_server.telemetry.metrics import Metrics
 from tests.unit.notify.notify_support import count, notifier, until
 from tests.unit.notify.receiver import SECRET, dead_url, readme_snippet, receiver
 from tests.unit.notify.support import HUMAN, action, endpoint, policy

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from authz_server.decision import Reason
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.core.decision import Reason
+from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.load import load_policy_text
-from authz_server.request import RequestView
 from authz_server.state.memory import MemoryStore
 from authz_server.state.store import ApprovalStatus
 from tests.unit.state.conftest import ManualClock

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from authz_server.decision import Reason
-from authz_server.errors import PolicyError
+from authz_server.core.decision import Reason
+from authz_server.core.errors import PolicyError
 from authz_server.policy.conditions.base import Outcome, RequestContext
 from authz_server.policy.conditions.body import parse_body_path
 from authz_server.policy.load import load_policy_text

@@ -8,8 +8,8 @@ from datetime import datetime
 
 import pytest
 
-from authz_server.decision import Reason
-from authz_server.errors import PolicyError
+from authz_server.core.decision import Reason
+from authz_server.core.errors import PolicyError
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from authz_server.policy.conditions.base import Outcome, RequestContext
 from authz_server.policy.conditions.cel import compile_expression

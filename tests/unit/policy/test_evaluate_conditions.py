@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz_server.decision import Reason
+from authz_server.core.decision import Reason
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from authz_server.policy.conditions.base import (
     HOLDS,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.errors import PolicyError
+from authz_server.core.errors import PolicyError
 from authz_server.policy.load import load_policy
 from authz_server.policy.model import Effect
 

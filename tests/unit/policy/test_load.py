@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz_server.errors import PolicyError
+from authz_server.core.errors import PolicyError
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from authz_server.policy.load import load_policy_text
 from authz_server.policy.model import Effect, Mode

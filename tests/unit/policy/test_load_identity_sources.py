@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from authz_server.errors import PolicyError
+from authz_server.core.errors import PolicyError
 from authz_server.policy.load import load_policy_text
 
 HEADER = "version: 1\nidentity:\n  trust_domains: [example.org, partner.org]\n"  # lines 1-3

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from authz_server.errors import PolicyError
+from authz_server.core.errors import PolicyError
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from authz_server.policy.conditions.base import RequestContext
 from authz_server.policy.conditions.mcp import glob_match

@@ -6,16 +6,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from authz_server.decision import Decision, Reason
-from authz_server.errors import StoreUnavailable
+from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.core.decision import Decision, Reason
+from authz_server.core.errors import StoreUnavailable
+from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.spiffe_id import SpiffeId
-from authz_server.pipeline import Pipeline, Snapshot
 from authz_server.policy.conditions.approval import ApprovalCondition
 from authz_server.policy.conditions.rate_limit import RateLimitCondition
 from authz_server.policy.evaluate import Trace
 from authz_server.policy.load import load_policy_text
-from authz_server.request import RequestView
 from authz_server.state.fingerprint import action_fingerprint
 from authz_server.state.memory import MemoryStore
 from authz_server.state.store import RateResult, Revocation

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from authz_server.errors import ConfigError
+from authz_server.core.errors import ConfigError
 from authz_server.state import open_store, redacted_url
 from authz_server.state.memory import MemoryStore
 from authz_server.state.redis import RedisStore

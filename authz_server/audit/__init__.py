@@ -1,0 +1,3 @@
+"""The hash-chained audit log: writing, the record format, reading files back, verifying the
+chain.
+"""

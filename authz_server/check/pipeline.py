@@ -1,0 +1,179 @@
+"""The phases of one Check (SPEC §2), readable top to bottom.
+
+    view → path check → identity → match → conditions → decision
+
+The view is built by the caller (`service.py` from protobuf, `cli.py` from flags);
+rendering and auditing happen after. Nothing here touches protobufs or the network.
+`evaluate` is async because the revocation check and the stateful conditions (rate limit,
+approval) await the store (`--store`; a `MemoryStore` of its own when none is given).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from authz_server.core.clock import Clock, SystemClock
+from authz_server.core.decision import Decision, Reason
+from authz_server.core.errors import StoreUnavailable
+from authz_server.core.paths import canonical_path_problem
+from authz_server.core.request import RequestView
+from authz_server.identity.bundles import TrustBundles
+from authz_server.identity.peer import Identity
+from authz_server.identity.resolve import IdentityFailure, IdentityResolver
+from authz_server.identity.x509 import CertificateVerifier
+from authz_server.policy.conditions.base import RequestContext
+from authz_server.policy.evaluate import Trace, evaluate_rules
+from authz_server.policy.model import Policy
+from authz_server.state.memory import MemoryStore
+from authz_server.state.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The policy and bundles one Check runs against; replaced whole on reload."""
+
+    policy: Policy
+    bundles: TrustBundles
+
+
+class Pipeline:
+    def __init__(
+        self,
+        verifier: CertificateVerifier | None = None,
+        clock: Clock | None = None,
+        store: Store | None = None,
+        *,
+        stateful: bool = True,
+    ) -> None:
+        self._identity = IdentityResolver(verifier or CertificateVerifier())
+        self._clock = clock or SystemClock()
+        #: Revocations, approvals and rate counters (SPEC §9); memory unless shared.
+        self.store: Store = store if store is not None else MemoryStore(self._clock)
+        #: False: rate limits and approvals are listed, never evaluated (explain, replay).
+        self.stateful = stateful
+
+    async def evaluate(
+        self, view: RequestView, snapshot: Snapshot, trace: Trace | None = None
+    ) -> Decision:
+        policy = snapshot.policy
+        now = self._clock.now()  # one instant for the whole Check: certificates and schedules
+
+        # 1. path check: non-canonical paths never reach matching (SPEC §5.3).
+        if canonical_path_problem(view.path) is not None:
+            return Decision(False, Reason.NON_CANONICAL_PATH)
+
+        # 2. identity: the first of identity.sources that is present, verified; a present
+        # source that fails is a deny (SPEC §4.1, §4.2; identity/resolve.py). Then the
+        # store's revocations, for the caller and for a proxy that vouches for it.
+        identified = await self._identify(view, snapshot, now)
+        if isinstance(identified, Decision):
+            return identified
+        identity, note = identified
+
+        # 3 + 4. match through the compiled index, then each candidate's conditions;
+        # deny rules before allow rules. The body is parsed only if a candidate needs it.
+        spiffe_id = identity.spiffe_id if identity else None
+        ctx = RequestContext(
+            view.method,
+            view.host,
+            view.path,
+            query=view.query,
+            headers=view.headers,
+            body=view.body,
+            spiffe_id=spiffe_id,
+            now=now,
+            store=self.store if self.stateful else None,
+        )
+        verdict = await evaluate_rules(policy, ctx, trace)
+
+        # 5. decision
+        rule_id = verdict.rule.id if verdict.rule else None
+        principal = str(spiffe_id) if spiffe_id else None
+        source = identity.source if identity else None
+        if identity is None and verdict.rule is None:
+            # Only rules that admit anonymous callers (`unauthenticated: true`, or a deny
+            # rule for everyone) speak for a caller without identity; no default does.
+            return Decision(False, Reason.NO_IDENTITY, identity_note=note)
+        return Decision(
+            verdict.allowed,
+            verdict.reason,
+            rule=rule_id,
+            principal=principal,
+            identity_source=source,
+            dry_run=verdict.dry_run,
+            approval_id=verdict.approval_id,
+            retry_after=verdict.retry_after,
+            approver=verdict.approver,
+            identity_note=note,
+            enforced_rule=verdict.enforced_rule.id if verdict.enforced_rule else None,
+        )
+
+    async def authenticate_connection(self, view: RequestView, snapshot: Snapshot) -> Decision:
+        """Judge a CheckRequest without HTTP attributes (Istio's TCP filter), for policies
+        that opt in with `defaults.non_http: allow`: there is no route to match, so the
+        caller needs a verified, unrevoked identity and nothing more."""
+        identified = await self._identify(view, snapshot, self._clock.now())
+        if isinstance(identified, Decision):
+            return identified
+        identity, note = identified
+        if identity is None:
+            return Decision(False, Reason.NO_IDENTITY, identity_note=note)
+        return Decision(
+            True,
+            Reason.ALLOWED_BY_DEFAULT,
+            principal=str(identity.spiffe_id),
+            identity_source=identity.source,
+            identity_note=note,
+        )
+
+    async def _identify(
+        self, view: RequestView, snapshot: Snapshot, now: datetime
+    ) -> tuple[Identity | None, str | None] | Decision:
+        """The verified identity (None: anonymous) and its audit note, or the deny."""
+        try:
+            policy = snapshot.policy
+            resolved = self._identity.resolve(
+                view, policy.identity, snapshot.bundles, now, policy.authzen.trusted_peps
+            )
+        except IdentityFailure as failure:
+            return Decision(
+                False,
+                failure.reason,
+                principal=failure.principal,
+                identity_source=failure.source,
+                identity_note=failure.note,
+            )
+        # The proxy: a trusted XFCC proxy, or the AuthZEN caller that vouches for another.
+        for checked in (resolved.proxy, resolved.identity):
+            if checked is not None:
+                revoked = await self._revoked(checked, resolved.note)
+                if revoked is not None:
+                    return revoked
+        return resolved.identity, resolved.note
+
+    async def _revoked(self, identity: Identity, note: str | None) -> Decision | None:
+        """A deny when the store revokes `identity` or cannot say (fail closed)."""
+        principal = str(identity.spiffe_id)
+        try:
+            revocation = await self.store.revoked(identity.spiffe_id)
+        except StoreUnavailable as error:
+            log.error("revocations unavailable, denying %s: %s", principal, error)
+            reason = Reason.INTERNAL_ERROR
+        else:
+            if revocation is None:
+                return None
+            reason = Reason.REVOKED
+        return Decision(
+            False,
+            reason,
+            principal=principal,
+            identity_source=identity.source,
+            identity_note=note,
+        )
+
+
+__all__ = ["Identity", "Pipeline", "Snapshot"]

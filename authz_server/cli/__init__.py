@@ -1,0 +1,3 @@
+"""The `authz-server` command line: parser, environment variables, one module per command
+family.
+"""

@@ -1,0 +1,1 @@
+"""The running server: wiring, settings, workers, reload, probes."""

@@ -1,0 +1,155 @@
+"""Frozen settings for `serve`, from flags with `AUTHZ_*` environment fallbacks.
+
+`Settings.validate` refuses combinations that would leave the server less protected than
+the operator thinks: TLS without an `--allowed-caller` (nobody could call, or everybody
+would be meant), allowed callers without TLS (nothing to check them against), a
+certificate without its key, several workers on a store private to each of them, a
+plaintext admin API off loopback.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from authz_server.admin.address import DEFAULT_ADMIN_LISTEN, is_loopback, listen_host
+from authz_server.core.errors import ConfigError, quote
+from authz_server.policy.patterns import compile_principal_pattern
+from authz_server.state import check_store_url
+
+__all__ = ["Settings", "env_name"]
+
+MAX_WORKERS = 64
+_ADDRESS = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):([0-9]{1,5})")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    policy: str
+    listen: str = "0.0.0.0:9191"
+    #: TRUST_DOMAIN → PEM or SPIFFE bundle JSON file.
+    trust_bundles: Mapping[str, str] = field(default_factory=dict)
+    audit_log: str | None = None
+    grace_seconds: float = 10.0
+    log_level: str = "INFO"
+    #: `/metrics`, `/healthz`, `/readyz`; None: no HTTP listener (the CLI defaults to :9090).
+    metrics_listen: str | None = None
+    #: Workload API socket: trust bundles, and with `tls_workload_api` the serving SVID.
+    workload_api: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: CA certificates for the TLS handshake; default: every trust bundle's authorities.
+    tls_client_ca: str | None = None
+    tls_workload_api: bool = False
+    #: SPIFFE ID patterns of the callers allowed on the Check listener (TLS only).
+    allowed_callers: tuple[str, ...] = ()
+    #: Seconds between checks of policy/bundle/TLS files for changes; 0: SIGHUP only.
+    reload_interval: float = 1.0
+    #: `memory` (one process) or `redis://HOST:PORT/DB` (workers and replicas share it).
+    store: str = "memory"
+    #: Processes serving the Check port together (SO_REUSEPORT); >1 needs a shared store.
+    workers: int = 1
+    #: Set by the supervisor in each worker process: its index (metrics port offset).
+    worker: int | None = None
+    #: The admin API (SPEC §3.2); None: off. Served only with credentials (below), with
+    #: the Workload API SVID, or with `admin_insecure_local`.
+    admin_listen: str | None = DEFAULT_ADMIN_LISTEN
+    admin_tls_cert: str | None = None
+    admin_tls_key: str | None = None
+    admin_insecure_local: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None or self.tls_workload_api
+
+    @property
+    def admin_enabled(self) -> bool:
+        """Whether `serve` starts the admin API: a listen address and a way to authenticate."""
+        return self.admin_listen is not None and (
+            self.admin_tls_cert is not None
+            or self.admin_insecure_local
+            or self.workload_api is not None
+        )
+
+    def validate(self) -> None:
+        """Raise `ConfigError` for an inconsistent or unsafe combination."""
+        _check_address("--listen", self.listen)
+        if self.metrics_listen is not None:
+            _check_address("--metrics-listen", self.metrics_listen)
+        if not 0 <= self.grace_seconds < math.inf:  # also refuses nan
+            raise ConfigError(f"--grace must be >= 0 and finite, got {self.grace_seconds:g}")
+        if not 0 <= self.reload_interval < math.inf:
+            raise ConfigError(
+                f"--reload-interval must be >= 0 and finite, got {self.reload_interval:g}"
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("--tls-client-ca needs --tls-cert/--tls-key")
+        if self.tls_cert is not None and self.tls_workload_api:
+            raise ConfigError("choose one: --tls-cert/--tls-key or --tls-workload-api")
+        if self.tls_workload_api and not self.workload_api:
+            raise ConfigError(
+                "--tls-workload-api needs the socket: --workload-api or SPIFFE_ENDPOINT_SOCKET"
+            )
+        if self.tls and not self.allowed_callers:
+            raise ConfigError(
+                "TLS on the Check listener needs at least one --allowed-caller SPIFFE pattern "
+                "(the Envoy identities that may ask for decisions)"
+            )
+        if self.allowed_callers and not self.tls:
+            raise ConfigError(
+                "--allowed-caller needs TLS on the Check listener (--tls-cert/--tls-key or "
+                "--tls-workload-api): without it callers have no identity to check"
+            )
+        if self.workload_api is not None and not self.workload_api.startswith(("unix:", "/")):
+            raise ConfigError(
+                f"--workload-api {quote(self.workload_api)}: expected a unix socket "
+                "(unix:///path or /path)"
+            )
+        for pattern in self.allowed_callers:
+            try:
+                compile_principal_pattern(pattern)
+            except ValueError as exc:
+                raise ConfigError(f"--allowed-caller: {exc}") from None
+        self._validate_state_and_admin()
+
+    def _validate_state_and_admin(self) -> None:
+        check_store_url(self.store)
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS}, got {self.workers}")
+        if self.workers > 1:
+            if self.store == "memory":
+                raise ConfigError(
+                    f"--workers {self.workers}: N>1 needs a shared store: "
+                    "--store redis://HOST:PORT/DB (the memory store is private to one process, "
+                    "so approvals, rate limits and revocations would not hold across workers)"
+                )
+            if self.listen.rpartition(":")[2] == "0":
+                raise ConfigError("--workers N>1 needs a fixed --listen port (they share it)")
+        if self.admin_listen is not None:
+            _check_address("--admin-listen", self.admin_listen)
+        if (self.admin_tls_cert is None) != (self.admin_tls_key is None):
+            raise ConfigError("--admin-tls-cert and --admin-tls-key go together")
+        if self.admin_insecure_local:
+            if self.admin_tls_cert is not None:
+                raise ConfigError(
+                    "choose one: --admin-tls-cert/--admin-tls-key or --admin-insecure-local"
+                )
+            if self.admin_listen is None or not is_loopback(listen_host(self.admin_listen)):
+                raise ConfigError(
+                    "--admin-insecure-local binds loopback only: --admin-listen 127.0.0.1:PORT"
+                )
+
+
+def _check_address(flag: str, value: str) -> None:
+    match = _ADDRESS.fullmatch(value)
+    if match is None or int(match.group(2)) > 65535:
+        raise ConfigError(f"{flag} {quote(value)}: expected HOST:PORT, e.g. 0.0.0.0:9191")
+
+
+def env_name(flag: str) -> str:
+    """`--trust-bundle` → `AUTHZ_TRUST_BUNDLE`."""
+    return "AUTHZ_" + flag.lstrip("-").upper().replace("-", "_")

@@ -1,0 +1,1 @@
+"""Tooling around the server: dev certificates, Envoy templates and linting, the demo stack."""

@@ -1,0 +1,1 @@
+"""`authz-server demo`: real Envoy + authz-server + an echo backend on loopback."""

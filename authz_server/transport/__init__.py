@@ -1,0 +1,1 @@
+"""Listener plumbing shared by every server: TLS credentials, caller guards, binding addresses."""

@@ -9,6 +9,15 @@ from typing import Any
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
+# `make test-shifted-clock` runs the unit suite under libfaketime, a year and more ahead of
+# the real date, so that a test pinning a clock while minting certificates around the real
+# time fails today instead of on some future day. Only this process is shifted: programs the
+# tests start (redis-server, envoy) run on the real clock, as they would in production.
+# FAKETIME itself must stay: libfaketime re-reads it, and without it this process would
+# jump back to the real time halfway through the run.
+if os.environ.get("AUTHZ_TEST_SHIFTED_CLOCK"):
+    os.environ.pop("LD_PRELOAD", None)
+
 
 def make_check_request(
     *,

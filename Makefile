@@ -54,10 +54,11 @@ test-shifted-clock: $(STAMP) system-deps ## unit tests with the clock shifted 40
 test-e2e: $(STAMP) ## end-to-end tests through real Envoy only
 	$(PY) -m pytest tests/e2e
 
-lint: $(STAMP) ## ruff format check, ruff lint, mypy --strict
+lint: $(STAMP) ## ruff format check, ruff lint, mypy --strict, import layering (import-linter)
 	$(VENV)/bin/ruff format --check authz_server tests bench
 	$(VENV)/bin/ruff check authz_server tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 docs: $(STAMP) ## build the documentation (MkDocs, strict: broken links fail) into build/site
 	$(VENV)/bin/mkdocs build --strict --site-dir build/site

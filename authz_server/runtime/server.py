@@ -4,7 +4,7 @@ admin API, drain.
     start_server(settings)  load policy + bundles (errors here stop the start), open the
                             store (`--store`), bind the Check listener (plaintext, or TLS
                             with `CallerGuard`), start the probe/metrics listener, the
-                            admin API (`admin/wiring.py`), the reloader, the Workload API
+                            admin API (`runtime/admin.py`), the reloader, the Workload API
                             source and the audit flusher
     serve(settings)         run until SIGTERM/SIGINT, reload on SIGHUP, then drain
 
@@ -38,7 +38,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from authz_server.admin.server import AdminServer, admin_certificate
-from authz_server.admin.wiring import start_admin_beside
 from authz_server.audit.log import AuditLog, NullAudit
 from authz_server.check.pipeline import Pipeline
 from authz_server.check.service import SERVICE_NAME, CheckService, SnapshotHolder
@@ -48,6 +47,7 @@ from authz_server.identity.workload_api import WorkloadApiSource, X509Update
 from authz_server.policy.load import load_policy
 from authz_server.policy.model import Policy
 from authz_server.policy.patterns import compile_principal_pattern
+from authz_server.runtime.admin import start_admin_beside
 from authz_server.runtime.probes import ProbeServer, ReadinessCheck
 from authz_server.runtime.reload import LiveState, Reloader, Watch, fingerprint, readiness_problem
 from authz_server.runtime.settings import Settings

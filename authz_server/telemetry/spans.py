@@ -53,7 +53,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Metadata = Iterable[Any] | Callable[[], Iterable[Any]] | None
+Metadata = Iterable[Any] | Callable[[], Iterable[Any] | None] | None
 
 _tracer: Tracer | None = None
 

@@ -39,7 +39,8 @@ from authz_server.check.pipeline import Pipeline, Snapshot
 from authz_server.core.decision import Decision, Reason
 from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
-from authz_server.policy.conditions.schedule import ScheduleCondition
+from authz_server.policy.conditions.base import Condition, StatefulCondition
+from authz_server.policy.conditions.kinds import Reads, kind_of
 from authz_server.policy.model import Policy, Rule
 
 __all__ = ["Change", "Outcome", "ReplayReport", "replay_audit"]
@@ -224,12 +225,8 @@ def _needs_unrecorded(rule: Rule | None) -> bool:
     """
     if rule is None:
         return False
-    when = rule.when
-    return (
-        rule.mcp_tools is not None
-        or bool(when.stateful)
-        or any(not isinstance(c, ScheduleCondition) for c in when.stateless)
-    )
+    conditions: list[Condition | StatefulCondition] = [*rule.when.stateless, *rule.when.stateful]
+    return rule.mcp_tools is not None or any(kind_of(c).reads & ~Reads.TIME for c in conditions)
 
 
 def _compare(

@@ -47,9 +47,9 @@ from authz_server.policy.conditions.base import (
     ConditionResult,
     Outcome,
     RequestContext,
-    precedence,
 )
 from authz_server.policy.conditions.base import step as condition_step
+from authz_server.policy.conditions.kinds import precedence
 from authz_server.policy.conditions.mcp import McpMatch
 from authz_server.policy.model import Effect, Mode, Policy, Rule
 

@@ -25,9 +25,8 @@ from authz_server.core.paths import compile_path_template
 from authz_server.identity.spiffe_id import SCHEME, spiffe_id_problem
 from authz_server.policy.approvals_notify import ApprovalsSettings, compile_approvals
 from authz_server.policy.authzen_section import compile_authzen
-from authz_server.policy.conditions.base import EMPTY_WHEN, When
 from authz_server.policy.conditions.mcp import McpTools, compile_mcp_tools
-from authz_server.policy.conditions.when import compile_when
+from authz_server.policy.conditions.when import EMPTY_WHEN, When, compile_when
 from authz_server.policy.files import SourceFile, policy_version, read_sources
 from authz_server.policy.identity_sources import compile_source_settings, compile_sources
 from authz_server.policy.index import CompiledRouteIndex, Route

@@ -12,8 +12,8 @@ from typing import Protocol
 
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.policy.approvals_notify import ApprovalsSettings
-from authz_server.policy.conditions.base import EMPTY_WHEN, When
 from authz_server.policy.conditions.mcp import McpTools
+from authz_server.policy.conditions.when import EMPTY_WHEN, When
 
 
 class Effect(enum.StrEnum):

@@ -1,10 +1,13 @@
-"""Per-action conditions (`when`, SPEC §6) and `mcp_tools`: one module per kind.
+"""Per-action conditions (`when`) and `mcp_tools`: one module per kind.
 
-base.py      the framework: ConditionResult (holds / fails / unknown), RequestContext,
-             When (a rule's compiled conditions), reason precedence
+kinds.py     the table: one row per `when` key (compiler, evaluation order, stateful,
+             effects that may use it, what it reads) and the reason precedence
+base.py      the framework: ConditionResult (holds / fails / unknown), RequestContext
+when.py      a rule's `when:` compiled into one When, and how its conditions run
 jsonbody.py  the body as one strict JSON document, or why it is unavailable
 query.py     the query string, decoded the way backends decode it
 schedule.py  `schedule`       matchers.py  `headers`, `query`
 body.py      `body`           cel.py       `expr`
-mcp.py       `mcp_tools`      when.py      the `when:` schema → When
+rate_limit.py `rate_limit`    approval.py  `approval`
+mcp.py       `mcp_tools` (a rule key, not a `when` condition)
 """

@@ -68,7 +68,6 @@ class ApprovalCondition:
     #: Dotted paths into the JSON body shown in notifications (`notify.redact`).
     preview_fields: tuple[tuple[str, ...], ...] = ()
     kind: str = "approval"
-    rank: int = 200
 
     def approval_id(self, ctx: RequestContext) -> str | None:
         """The action's approval id; None when the caller has no identity."""

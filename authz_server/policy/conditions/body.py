@@ -131,7 +131,6 @@ class _Field:
 class BodyCondition:
     fields: tuple[_Field, ...]
     kind: str = "body"
-    rank: int = 30
     needs_body: bool = True
 
     def evaluate(self, ctx: RequestContext, params: Mapping[str, str]) -> ConditionResult:

@@ -68,7 +68,6 @@ class ExprCondition:
     #: The `request` fields the expression reads.
     reads: frozenset[str]
     kind: str = "expr"
-    rank: int = 40
 
     @property
     def needs_body(self) -> bool:

@@ -106,7 +106,6 @@ class FieldCondition:
 
     kind: str
     matchers: tuple[tuple[str, TextMatcher], ...]
-    rank: int
 
     def evaluate(self, ctx: RequestContext, params: Mapping[str, str]) -> ConditionResult:
         values = ctx.headers if self.kind == "headers" else ctx.query_params()
@@ -165,8 +164,7 @@ def compile_fields(fields: Fields, value: Value, path: str, kind: str) -> FieldC
             matchers.append((name, matcher))
     if len(fields.issues) != before:
         return None
-    rank = 10 if kind == "headers" else 20
-    return FieldCondition(kind, tuple(matchers), rank)
+    return FieldCondition(kind, tuple(matchers))
 
 
 def compile_text_matcher(fields: Fields, value: Value, path: str) -> TextMatcher | None:

@@ -54,7 +54,6 @@ class RateLimitCondition:
     key_kind: str
     header: str | None = None
     kind: str = "rate_limit"
-    rank: int = 100
 
     def key(self, ctx: RequestContext) -> str | None:
         """The counter this request counts against; None when its key header is missing."""

@@ -60,7 +60,6 @@ class Window:
 class ScheduleCondition:
     windows: tuple[Window, ...]
     kind: str = "schedule"
-    rank: int = 0
 
     def evaluate(self, ctx: RequestContext, params: Mapping[str, str]) -> ConditionResult:
         for window in self.windows:

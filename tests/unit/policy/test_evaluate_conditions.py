@@ -17,13 +17,9 @@ from hypothesis import strategies as st
 
 from authz_server.core.decision import Reason
 from authz_server.identity.spiffe_id import parse_spiffe_id
-from authz_server.policy.conditions.base import (
-    HOLDS,
-    ConditionResult,
-    RequestContext,
-    When,
-    precedence,
-)
+from authz_server.policy.conditions.base import HOLDS, ConditionResult, RequestContext
+from authz_server.policy.conditions.kinds import precedence
+from authz_server.policy.conditions.when import When
 from authz_server.policy.evaluate import Trace, Verdict, evaluate_rules
 from authz_server.policy.index import CompiledRouteIndex
 from authz_server.policy.load import load_policy_text
@@ -176,7 +172,6 @@ class FakeStateful:
     result: ConditionResult
     calls: list[str] = field(default_factory=list)
     kind: str = "fake_state"
-    rank: int = 100
 
     async def evaluate(
         self, ctx: RequestContext, params: Mapping[str, str], store: Store
@@ -253,7 +248,9 @@ def test_a_stateful_condition_that_raises_denies() -> None:
     """A stateful condition that raises is an internal_error deny, not a crash."""
 
     class Broken(FakeStateful):
-        async def evaluate(self, ctx: RequestContext, params: Mapping[str, str]) -> ConditionResult:
+        async def evaluate(
+            self, ctx: RequestContext, params: Mapping[str, str], store: Store
+        ) -> ConditionResult:
             raise ConnectionError("store down")
 
     broken = Broken(ConditionResult.fails(Reason.RATE_LIMITED, ""))

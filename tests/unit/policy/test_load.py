@@ -435,7 +435,7 @@ WHEN_RULE = RULE + "    when:\n"  # conditions from line 8
             id="rate-limit-on-deny-rule"),
         pytest.param(HEADER + "rules:\n  - id: r\n    effect: allow\n    unauthenticated: true\n"
                      "    when:\n      approval: {approvers: ['spiffe://example.org/h']}\n", [
-            (9, "r", "when.approval", "an approval needs an identified caller: not with "
+            (9, "r", "when.approval", "approval needs an identified caller: not with "
              "unauthenticated: true")], id="approval-on-unauthenticated-rule"),
         pytest.param(RULE + "    mcp_tools: search\n", [
             (7, "r", "mcp_tools", "expected a list, got str 'search'")], id="mcp-tools-not-list"),

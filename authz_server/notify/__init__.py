@@ -4,8 +4,9 @@ notifier.py  `Notifier`: the event queue, the claim in the store, the expiry swe
 delivery.py  one endpoint's queue and sender task, retries with backoff
 expiry.py    which pending records expired undecided
 payload.py   the JSON body          slack.py   the Slack incoming-webhook body
-redact.py    the body preview       signing.py the HMAC signature and its verification
+signing.py   the HMAC signature and its verification
 
-This package imports nothing at package level: the approval condition imports `redact`
-without pulling in the HTTP client.
+The body preview a notification shows is made by the approval condition when it creates
+the pending record (`policy.conditions.preview`): the body is not stored. Notifications
+depend on the policy layer, never the reverse.
 """

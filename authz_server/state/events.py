@@ -32,7 +32,7 @@ class EventType(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class BodyPreview:
     """The request body as a human may see it: only allow-listed fields, secrets removed,
-    capped in size (`notify.redact`). Keys are the allow-listed dotted paths."""
+    capped in size (`policy.conditions.preview`). Keys are the allow-listed dotted paths."""
 
     fields: Mapping[str, object]
     #: Some listed field was shortened or left out to respect the size cap.

@@ -9,5 +9,6 @@ query.py     the query string, decoded the way backends decode it
 schedule.py  `schedule`       matchers.py  `headers`, `query`
 body.py      `body`           cel.py       `expr`
 rate_limit.py `rate_limit`    approval.py  `approval`
+preview.py   what an approval's notification may show of the body
 mcp.py       `mcp_tools` (a rule key, not a `when` condition)
 """

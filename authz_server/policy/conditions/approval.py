@@ -25,7 +25,7 @@ announces a body (`content-length` > 0, `transfer-encoding`) that Envoy did not 
 The Check that creates a pending record announces it (`store.events`, a `pending` event,
 handed over without awaiting: the decision never waits for a notification). Its body
 preview holds only the `preview_fields` (dotted paths into the JSON body), never a field
-that looks like a secret (`notify.redact`); without `preview_fields` there is no preview.
+that looks like a secret (`preview.py`); without `preview_fields` there is no preview.
 
 Who may approve is decided by the admin API against the policy in force when the approver
 acts (the patterns stored with a pending record are only shown to humans). The approvers'
@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from authz_server.core.decision import Reason
 from authz_server.core.durations import parse_duration_s
 from authz_server.core.errors import StoreUnavailable, quote
-from authz_server.notify.redact import body_preview, secret_key_problem
 from authz_server.policy.conditions.base import ConditionResult, Outcome, RequestContext
 from authz_server.policy.conditions.jsonbody import PARTIAL_BODY_HEADER
+from authz_server.policy.conditions.preview import body_preview, secret_key_problem
 from authz_server.policy.patterns import PrincipalPattern, compile_principal_pattern
 from authz_server.policy.yaml_source import Fields, Value
 from authz_server.state.events import ApprovalEvent, EventType
@@ -65,7 +65,7 @@ class ApprovalCondition:
     rule_id: str
     approvers: tuple[PrincipalPattern, ...]
     ttl_s: int
-    #: Dotted paths into the JSON body shown in notifications (`notify.redact`).
+    #: Dotted paths into the JSON body shown in notifications (`preview.py`).
     preview_fields: tuple[tuple[str, ...], ...] = ()
     kind: str = "approval"
 

@@ -7,13 +7,13 @@ from decimal import Decimal
 
 import pytest
 
-from authz_server.notify.redact import (
+from authz_server.policy.conditions.jsonbody import read_json_body
+from authz_server.policy.conditions.preview import (
     MAX_PREVIEW_BYTES,
     REDACTED,
     body_preview,
     secret_key_problem,
 )
-from authz_server.policy.conditions.jsonbody import read_json_body
 
 JSON = {"content-type": "application/json"}
 

@@ -51,6 +51,7 @@ from authz_server.runtime.admin import start_admin_beside
 from authz_server.runtime.probes import ProbeServer, ReadinessCheck
 from authz_server.runtime.reload import LiveState, Reloader, Watch, fingerprint, readiness_problem
 from authz_server.runtime.settings import Settings
+from authz_server.runtime.shared_state import require_shareable
 from authz_server.state import open_store
 from authz_server.state.observed import ObservedStore
 from authz_server.state.store import Store
@@ -190,7 +191,7 @@ async def start_server(
         "bundles": tuple(fingerprint(p) for p in bundle_paths),
         "tls": tuple(fingerprint(p) for p in tls_paths),
     }
-    policy = policy or load_policy(settings.policy)
+    policy = require_shareable(policy or load_policy(settings.policy), settings)
     file_bundles = load_bundles(settings.trust_bundles)
     for trust_domain, bundle in file_bundles.items():
         for ignored in bundle.ignored:
@@ -206,7 +207,8 @@ async def start_server(
     )
     audit: AuditLog = AuditLog(settings.audit_log) if settings.audit_log else NullAudit()
     metrics.watch_audit(lambda: (audit.stats.records, audit.stats.write_errors))
-    observed = ObservedStore(store or open_store(settings.store), metrics.store_error)
+    opened = store or open_store(settings.store, revocations_file=settings.revocations_file)
+    observed = ObservedStore(opened, metrics.store_error)
     pipeline = pipeline or Pipeline()
     pipeline.store = observed
     service = CheckService(pipeline, holder, audit, metrics)
@@ -310,7 +312,12 @@ def _watches(settings: Settings, state: LiveState, tls: TlsCredentials | None) -
         return True
 
     watches: list[Watch[Any]] = [
-        Watch("policy", (settings.policy,), lambda: load_policy(settings.policy), apply_policy)
+        Watch(
+            "policy",
+            (settings.policy,),
+            lambda: require_shareable(load_policy(settings.policy), settings),
+            apply_policy,
+        )
     ]
     if settings.trust_bundles:
         specs = dict(settings.trust_bundles)

@@ -3,8 +3,9 @@
 `Settings.validate` refuses combinations that would leave the server less protected than
 the operator thinks: TLS without an `--allowed-caller` (nobody could call, or everybody
 would be meant), allowed callers without TLS (nothing to check them against), a
-certificate without its key, several workers on a store private to each of them, a
-plaintext admin API off loopback.
+certificate without its key, a plaintext admin API off loopback. Several workers on the
+memory store are refused later, once the policy is read, if it keeps state that the
+workers would have to share (`shared_state.require_shareable`).
 """
 
 from __future__ import annotations
@@ -49,10 +50,14 @@ class Settings:
     reload_interval: float = 1.0
     #: `memory` (one process) or `redis://HOST:PORT/DB` (workers and replicas share it).
     store: str = "memory"
-    #: Processes serving the Check port together (SO_REUSEPORT); >1 needs a shared store.
+    #: Processes serving the Check port together (SO_REUSEPORT); >1 with approvals or rate
+    #: limits needs a shared store.
     workers: int = 1
     #: Set by the supervisor in each worker process: its index (metrics port offset).
     worker: int | None = None
+    #: Set by the supervisor of workers on the memory store: the file through which the
+    #: workers share revocations (`state.worker_memory`).
+    revocations_file: str | None = None
     #: The admin API (SPEC §3.2); None: off. Served only with credentials (below), with
     #: the Workload API SVID, or with `admin_insecure_local`.
     admin_listen: str | None = DEFAULT_ADMIN_LISTEN
@@ -120,15 +125,8 @@ class Settings:
         check_store_url(self.store)
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS}, got {self.workers}")
-        if self.workers > 1:
-            if self.store == "memory":
-                raise ConfigError(
-                    f"--workers {self.workers}: N>1 needs a shared store: "
-                    "--store redis://HOST:PORT/DB (the memory store is private to one process, "
-                    "so approvals, rate limits and revocations would not hold across workers)"
-                )
-            if self.listen.rpartition(":")[2] == "0":
-                raise ConfigError("--workers N>1 needs a fixed --listen port (they share it)")
+        if self.workers > 1 and self.listen.rpartition(":")[2] == "0":
+            raise ConfigError("--workers N>1 needs a fixed --listen port (they share it)")
         if self.admin_listen is not None:
             _check_address("--admin-listen", self.admin_listen)
         if (self.admin_tls_cert is None) != (self.admin_tls_key is None):

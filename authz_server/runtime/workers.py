@@ -1,11 +1,15 @@
-"""`serve --workers N`: N processes sharing the Check port through SO_REUSEPORT (SPEC §9).
+"""`serve --workers N`: N processes sharing the Check port through SO_REUSEPORT.
 
 One Python process decides on one core; the kernel spreads new connections over the
 workers. Each worker is a complete server (`server.serve`): it loads the policy, watches
 the files, opens its own connection to the shared store after it starts, and drains on
-SIGTERM. Because approvals, rate counters and revocations live in that store, a decision
-does not depend on which worker Envoy's connection landed on; that is why N>1 with the
-memory store is refused (`Settings.validate`).
+SIGTERM. A decision must not depend on which worker Envoy's connection landed on:
+- with `--store redis://…`, approvals, rate counters and revocations live in Redis;
+- with the memory store (the default), only a policy without approvals or rate limits is
+  served (`shared_state.require_shareable`, at start and on every reload). Revocations,
+  the one state such a policy reads, are shared through a file in a private directory
+  that this supervisor creates and removes (`state.worker_memory`): a revocation made
+  through any worker's admin API reaches every worker within `worker_memory.POLL_S`.
 
 What is per worker:
 - `/metrics`, `/healthz`, `/readyz`: worker i listens on the metrics port + i (only one
@@ -16,7 +20,7 @@ What is per worker:
   `FILE.worker<i>`, each verifiable on its own; `-` (stdout) interleaves N chains (each
   record names its chain through its hashes; verify per worker from a file instead).
 - the admin API shares its port like the Check port (any worker may serve a call: the
-  state behind it is the shared store).
+  state behind it is the shared store, or the shared revocation file).
 
 The supervisor (this process) starts the workers, forwards SIGTERM/SIGINT (drain) and
 SIGHUP (reload), and restarts a worker that dies, at most `MAX_RESTARTS` times a minute;
@@ -28,15 +32,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from types import FrameType
 
 from authz_server.core.errors import ConfigError
 from authz_server.policy.load import load_policy
 from authz_server.runtime.settings import Settings
+from authz_server.runtime.shared_state import require_shareable
+from authz_server.state.worker_memory import RevocationFile
 from authz_server.transport.listen import check_listen
 
 __all__ = ["MAX_RESTARTS", "run_workers", "worker_settings"]
@@ -97,10 +106,25 @@ def run_workers(settings: Settings) -> int:
         base = int(settings.metrics_listen.rpartition(":")[2])
         if base and base + settings.workers - 1 > 65535:
             raise ConfigError("--metrics-listen: port + workers - 1 exceeds 65535")
-    load_policy(settings.policy)  # a bad policy fails here, once, before any worker starts
-    check_listen("--listen", settings.listen, reuse_port=True)  # so does a port in use
+    # A bad policy fails here, once, before any worker starts; so does one that keeps
+    # state the workers could not share, and a port in use.
+    require_shareable(load_policy(settings.policy), settings)
+    check_listen("--listen", settings.listen, reuse_port=True)
     if settings.admin_enabled and settings.admin_listen is not None:
         check_listen("--admin-listen", settings.admin_listen, reuse_port=True)
+    if settings.store != "memory":
+        return _supervise(settings)
+    private = tempfile.mkdtemp(prefix="authz-workers-")  # mode 0700: this user only
+    try:
+        revocations = RevocationFile.create(Path(private) / "revocations.json")
+        shared = dataclasses.replace(settings, revocations_file=str(revocations.path))
+        return _supervise(shared)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _supervise(settings: Settings) -> int:
+    """Start the workers, forward signals, restart the dead; the exit status."""
     stopping = False
 
     def start(index: int) -> subprocess.Popen[bytes]:

@@ -21,13 +21,21 @@ def redacted_url(url: str) -> str:
     return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
 
 
-def open_store(url: str, *, clock: Clock | None = None) -> Store:
+def open_store(
+    url: str, *, clock: Clock | None = None, revocations_file: str | None = None
+) -> Store:
     """The store named by `--store`: `memory`, or `redis://HOST:PORT/DB` (`rediss://` for TLS).
 
+    `revocations_file` (memory only) is set in the workers of `--workers N`: revocations
+    are then shared with the other workers through that file (`worker_memory`).
     Raises `ConfigError` for anything else. Connecting is lazy: call `ping()` to check.
     """
     check_store_url(url)
     if url == "memory":
+        if revocations_file is not None:
+            from authz_server.state.worker_memory import WorkerMemoryStore
+
+            return WorkerMemoryStore(revocations_file, clock)
         from authz_server.state.memory import MemoryStore
 
         return MemoryStore(clock)

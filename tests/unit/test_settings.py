@@ -63,11 +63,6 @@ TLS = {"tls_cert": "c.pem", "tls_key": "k.pem", "allowed_callers": ("spiffe://ex
             {"store": "redis://h:6379/x"}, "the database must be a number", id="redis-db-name"
         ),
         pytest.param(
-            {"workers": 2},
-            "--workers 2: N>1 needs a shared store: --store redis://HOST:PORT/DB",
-            id="workers-on-memory-store",
-        ),
-        pytest.param(
             {"workers": 2, "store": "redis://h:6379/0", "listen": "0.0.0.0:0"},
             "needs a fixed --listen port",
             id="workers-on-port-zero",
@@ -115,6 +110,8 @@ def test_refused(fields: dict[str, Any], message: str) -> None:
             {"workers": 4, "store": "redis://redis:6379/0", "listen": "0.0.0.0:9191"},
             id="workers-on-redis",
         ),
+        # the policy decides (shared_state.require_shareable): no approvals or rate limits
+        pytest.param({"workers": 2, "listen": "0.0.0.0:9191"}, id="workers-on-memory-store"),
         pytest.param({"admin_insecure_local": True}, id="admin-insecure-on-loopback"),
         pytest.param({"admin_listen": None}, id="admin-off"),
     ],

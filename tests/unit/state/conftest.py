@@ -10,6 +10,7 @@ import pytest
 from authz_server.state.memory import MemoryStore
 from authz_server.state.redis import RedisStore
 from authz_server.state.store import Store
+from authz_server.state.worker_memory import RevocationFile, WorkerMemoryStore
 from tests.redis_server import redis_server, redis_url  # noqa: F401 - fixtures
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -33,11 +34,14 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "worker-memory", "redis"])
 async def store(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[Store]:
     """The store under test, once per backend; Redis flushed before each test."""
     if request.param == "memory":
         instance: Store = MemoryStore(clock)
+    elif request.param == "worker-memory":  # `--workers N` on memory: revocations in a file
+        path = request.getfixturevalue("tmp_path") / "revocations.json"
+        instance = WorkerMemoryStore(RevocationFile.create(path).path, clock)
     else:
         instance = RedisStore(request.getfixturevalue("redis_url"), clock=clock)
     yield instance

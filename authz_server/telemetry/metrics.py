@@ -11,6 +11,8 @@ histogram observation; label resolution happens once per distinct tuple.
     authz_identity_failures_total{reason}                 identity verification failures
     authz_policy_info{version} 1, authz_policy_rules, authz_policy_loaded_timestamp_seconds
     authz_reloads_total{source,result}                    policy/bundles/tls reloads
+    authz_reload_failing{source}                          1 while its last reload was rejected
+    authz_reload_last_error_timestamp_seconds{source}     when a reload was last rejected
     authz_trust_domains{state}                            trusted / unusable / distrusted
     authz_caller_rejections_total{reason}                 Check listener callers refused
     authz_workload_api_updates_total, authz_workload_api_restarts_total
@@ -18,12 +20,18 @@ histogram observation; label resolution happens once per distinct tuple.
     authz_store_errors_total{operation}                   incremented by the store
     authz_notifications_total{endpoint,outcome}           approval notifications (notify/)
     authz_audit_records_total, authz_audit_write_errors_total
+    authz_audit_healthy, authz_audit_pending_records      can decisions be recorded now
+    authz_approvals{status}, authz_revocations            what the store holds (sampled)
     authz_ready                                           1 when ready to decide
+
+The last four families are always declared and carry values once their source is
+attached (`watch_audit(..., health=)`, `set_store_state`): no value rather than a made-up 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import (
@@ -33,7 +41,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from authz_server.core.decision import Decision, Reason
@@ -93,6 +101,37 @@ class _AuditCollector(Collector):
         yield CounterMetricFamily(
             "authz_audit_write_errors", "Failed audit log writes (records kept)", value=errors
         )
+
+
+class _SampledCollector(Collector):
+    """State kept elsewhere, read at scrape time: families always, values once known."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        approvals = GaugeMetricFamily(
+            "authz_approvals", "Live approval records in the store by status", labels=["status"]
+        )
+        revocations = GaugeMetricFamily("authz_revocations", "Revocations in force in the store")
+        state = self._metrics.store_state
+        if state is not None:
+            for status, count in sorted(state[0].items()):
+                approvals.add_metric([status], count)
+            revocations.add_metric([], state[1])
+        healthy = GaugeMetricFamily(
+            "authz_audit_healthy",
+            "1 while decisions can be recorded; 0: the sink failed too long, every Check denied",
+        )
+        pending = GaugeMetricFamily(
+            "authz_audit_pending_records", "Audit records waiting for a failing sink"
+        )
+        health = self._metrics.audit_health
+        if health is not None:
+            ok, waiting = health()
+            healthy.add_metric([], 1 if ok else 0)
+            pending.add_metric([], waiting)
+        yield from (approvals, revocations, healthy, pending)
 
 
 class Metrics:
@@ -170,6 +209,23 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("authz_ready", "1 when a policy and bundles are in force", registry=r)
+        self.reload_failing = Gauge(
+            "authz_reload_failing",
+            "1 while the last reload of this source was rejected (the last good one is in force)",
+            ["source"],
+            registry=r,
+        )
+        self.reload_last_error = Gauge(
+            "authz_reload_last_error_timestamp_seconds",
+            "When a reload of this source was last rejected",
+            ["source"],
+            registry=r,
+        )
+        #: (live approvals by status, revocations), set by a sampler of the store.
+        self.store_state: tuple[dict[str, int], int] | None = None
+        #: () → (healthy, records waiting) of the audit log.
+        self.audit_health: Callable[[], tuple[bool, int]] | None = None
+        r.register(_SampledCollector(self))
         self._bound: dict[
             tuple[bool, Reason, str | None, bool], tuple[Counter, Counter | None]
         ] = {}
@@ -225,6 +281,17 @@ class Metrics:
     def reload(self, source: str, result: str) -> None:
         """`source` policy|bundles|tls, `result` ok|error|unchanged."""
         self.reloads.labels(source, result).inc()
+        self.reload_failing.labels(source).set(1 if result == "error" else 0)
+        if result == "error":
+            self.reload_last_error.labels(source).set(time.time())
+
+    def set_store_state(self, approvals: Mapping[str, int], revocations: int) -> None:
+        """What the store holds now: live approvals by status, revocations in force."""
+        self.store_state = (dict(approvals), revocations)
+
+    def forget_store_state(self) -> None:
+        """The store could not be read: show no values rather than stale ones."""
+        self.store_state = None
 
     def set_policy(self, version: str, rules: int, loaded_at: float) -> None:
         if self._policy_version is not None and self._policy_version != version:
@@ -241,6 +308,13 @@ class Metrics:
         self.trust_domains.labels("unusable").set(unusable)
         self.trust_domains.labels("distrusted").set(distrusted)
 
-    def watch_audit(self, stats: Callable[[], tuple[int, int]]) -> None:
-        """Expose (records, write errors) of the audit log, read at scrape time."""
+    def watch_audit(
+        self,
+        stats: Callable[[], tuple[int, int]],
+        health: Callable[[], tuple[bool, int]] | None = None,
+    ) -> None:
+        """Expose (records, write errors) of the audit log, and with `health` (healthy,
+        records waiting) as `authz_audit_healthy` / `_pending_records`, read at scrape time."""
         self.registry.register(_AuditCollector(stats))
+        if health is not None:
+            self.audit_health = health

@@ -2,8 +2,9 @@
 
 Built-in kinds are checked strictly (unknown fields rejected) by kubernetes-validate's
 bundled OpenAPI schemas; Istio's kinds by the subset schemas in this file, transcribed
-from istio/api. Overlays are rendered with the real kustomize (`kubectl kustomize` or
-`kustomize build`); the rest checks what SPEC §10 and the README promise.
+from istio/api; the Prometheus Operator's PrometheusRule by its CRD's schema. Overlays
+are rendered with the real kustomize (`kubectl kustomize` or `kustomize build`); the
+rest checks what SPEC §10 and the README promise.
 """
 
 from __future__ import annotations
@@ -129,6 +130,46 @@ ISTIO_SCHEMAS = {
     ("security.istio.io/v1", "AuthorizationPolicy"): AUTHORIZATION_POLICY_SPEC,
     ("install.istio.io/v1alpha1", "IstioOperator"): _closed({"meshConfig": MESH_CONFIG}),
 }
+# monitoring.coreos.com/v1 PrometheusRule (prometheus-operator's CRD, openAPIV3Schema)
+_DURATION = {
+    "type": "string",
+    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+}
+PROMETHEUS_RULE = _closed(
+    {
+        "record": _STR,
+        "alert": _STR,
+        "expr": {"anyOf": [_INT, _STR]},
+        "for": _DURATION,
+        "keep_firing_for": {**_DURATION, "minLength": 1},
+        "labels": _LABELS,
+        "annotations": _LABELS,
+    },
+    ("expr",),
+)
+PROMETHEUS_RULE_SPEC = _closed(
+    {
+        "groups": {
+            "type": "array",
+            "items": _closed(
+                {
+                    "name": {"type": "string", "minLength": 1},
+                    "interval": _DURATION,
+                    "query_offset": _DURATION,
+                    "limit": _INT,
+                    "labels": _LABELS,
+                    "partial_response_strategy": {"type": "string"},
+                    "rules": {"type": "array", "items": PROMETHEUS_RULE},
+                },
+                ("name",),
+            ),
+        }
+    }
+)
+CRD_SCHEMAS = {
+    **ISTIO_SCHEMAS,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE_SPEC,
+}
 
 
 def source_manifests() -> list[Path]:
@@ -148,8 +189,8 @@ def docs(text: str) -> list[dict[str, Any]]:
 
 
 def validate(doc: dict[str, Any]) -> None:
-    """Strict schema validation of one object, built-in or Istio."""
-    schema = ISTIO_SCHEMAS.get((doc["apiVersion"], doc["kind"]))
+    """Strict schema validation of one object, built-in, Istio or Prometheus Operator."""
+    schema = CRD_SCHEMAS.get((doc["apiVersion"], doc["kind"]))
     if schema is not None:
         jsonschema.validate(doc["spec"], schema)
         assert set(doc) <= {"apiVersion", "kind", "metadata", "spec"}

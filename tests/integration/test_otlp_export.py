@@ -30,7 +30,7 @@ DENY = Decision(
     Reason.DENIED_BY_RULE,
     rule="no-admin",
     principal="spiffe://example.org/ns/shop/sa/frontend",
-    identity_source="x509",
+    identity_source="peer",
 )
 SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SPAN_KIND_SERVER
 
@@ -92,7 +92,7 @@ def test_spans_arrive_under_their_parent(
     assert check.attributes["authz.reason"] == "denied_by_rule"
     assert check.attributes["authz.rule"] == "no-admin"
     assert check.attributes["authz.principal"] == DENY.principal
-    assert check.attributes["authz.identity_source"] == "x509"
+    assert check.attributes["authz.identity_source"] == "peer"
     assert check.attributes["authz.dry_run"] is False
     assert check.attributes["authz.policy_version"] == "policy-v7"
     assert check.resource["service.name"] == "authz-server"

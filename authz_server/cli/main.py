@@ -3,16 +3,15 @@
 Every flag of every command also reads an `AUTHZ_*` environment variable (`--trust-bundle`
 → `AUTHZ_TRUST_BUNDLE`); a flag on the command line wins. Repeatable flags take a
 comma-separated list from the environment, switches take 1/true/yes/on or 0/false/no/off;
-a value the flag would refuse is a usage error naming the variable (`cli_env.py`).
+a value the flag would refuse is a usage error naming the variable (`env.py`). The
+`serve` command's flags and settings are `serve.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib
-import logging
 import os
 import select
 import sys
@@ -23,25 +22,15 @@ from typing import Any
 from authz_server import __version__
 from authz_server.cli.env import apply_environment, environment_error
 from authz_server.cli.parser import CommandParser, environment_epilog, walk_parsers
+from authz_server.cli.serve import add_serve, run_serve
 from authz_server.core.errors import AuthzError, ConfigError, PolicyError
-from authz_server.identity.bundles import parse_bundle_spec
 from authz_server.policy.load import load_policy
-from authz_server.runtime.settings import Settings, env_name
 from authz_server.tools import lint_envoy
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_DENY = 3
-
-
-def _env_default(flag: str, default: str | None = None) -> str | None:
-    return os.environ.get(env_name(flag), default)
-
-
-def _env_list(flag: str) -> list[str]:
-    value = os.environ.get(env_name(flag), "")
-    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"authz-server {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    _add_serve(commands)
+    add_serve(commands)
 
     validate = commands.add_parser("validate", help="check a policy; exit 1 listing every error")
     validate.add_argument("path", help="policy file, or directory of *.yaml/*.yml files")
@@ -207,187 +196,8 @@ def _run(argv: Sequence[str] | None) -> int:
         return EXIT_ERROR
 
 
-def _add_serve(commands: Any) -> None:
-    serve = commands.add_parser("serve", help="run the ext_authz gRPC server")
-    serve.add_argument(
-        "--policy", required=True, help="policy file or directory (reloaded when it changes)"
-    )
-    serve.add_argument(
-        "--listen",
-        default=_env_default("--listen", "0.0.0.0:9191"),
-        metavar="HOST:PORT",
-        help="the Check (ext_authz gRPC) listener, on every interface by default; plaintext "
-        "unless --tls-cert/--tls-key or --tls-workload-api",
-    )
-    serve.add_argument(
-        "--metrics-listen",
-        default=_env_default("--metrics-listen", "0.0.0.0:9090"),
-        metavar="HOST:PORT|off",
-        help="HTTP /metrics, /healthz, /readyz, plaintext",
-    )
-    serve.add_argument(
-        "--trust-bundle",
-        action="append",
-        default=None,
-        metavar="TRUST_DOMAIN=FILE",
-        help="CA bundle (PEM or SPIFFE bundle JSON) for one trust domain (repeatable)",
-    )
-    serve.add_argument(
-        "--workload-api",
-        default=_env_default("--workload-api"),
-        metavar="SOCKET",
-        help="SPIFFE Workload API socket (unix:///path): trust bundles, and the SVID for TLS",
-    )
-    serve.add_argument(
-        "--tls-cert",
-        default=_env_default("--tls-cert"),
-        metavar="PEM",
-        help="serve the Check listener over mutual TLS with this certificate (with --tls-key)",
-    )
-    serve.add_argument(
-        "--tls-key", default=_env_default("--tls-key"), metavar="PEM", help="its private key"
-    )
-    serve.add_argument(
-        "--tls-client-ca",
-        default=_env_default("--tls-client-ca"),
-        metavar="PEM",
-        help="client CAs for the handshake (default: every trust bundle)",
-    )
-    serve.add_argument(
-        "--tls-workload-api",
-        action="store_true",
-        default=(_env_default("--tls-workload-api", "") or "").lower() in ("1", "true", "yes"),
-        help="serve the Check listener with the Workload API SVID (rotated without restart)",
-    )
-    serve.add_argument(
-        "--allowed-caller",
-        action="append",
-        default=None,
-        metavar="SPIFFE_PATTERN",
-        help="with TLS: SPIFFE IDs allowed to call Check (repeatable)",
-    )
-    serve.add_argument(
-        "--reload-interval",
-        type=float,
-        default=1.0,
-        metavar="SECONDS",
-        help="seconds between checks of policy, bundle and TLS files (0: on SIGHUP only)",
-    )
-    serve.add_argument(
-        "--audit-log",
-        default=_env_default("--audit-log"),
-        metavar="FILE|-",
-        help="one hash-chained JSON line per decision, to FILE or - for stdout (default: off)",
-    )
-    serve.add_argument(
-        "--grace",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="seconds to drain in-flight Checks on SIGTERM",
-    )
-    serve.add_argument(
-        "--log-level",
-        default=_env_default("--log-level", "INFO"),
-        metavar="LEVEL",
-        help="DEBUG, INFO, WARNING or ERROR (to stderr)",
-    )
-    serve.add_argument(
-        "--store",
-        default=_env_default("--store", "memory"),
-        metavar="memory|redis://HOST:PORT/DB",
-        help="approvals, rate counters, revocations: memory (one process) or shared Redis",
-    )
-    serve.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        metavar="N",
-        help="processes sharing the Check port (SO_REUSEPORT); N>1 needs --store redis://",
-    )
-    serve.add_argument(
-        "--admin-listen",
-        default=_env_default("--admin-listen", "127.0.0.1:9192"),
-        metavar="HOST:PORT|off",
-        help="admin API (approvals, revocations, explain); mutual TLS, so it stays off "
-        "without --admin-tls-cert/--admin-tls-key, a Workload API SVID or "
-        "--admin-insecure-local",
-    )
-    serve.add_argument(
-        "--admin-tls-cert",
-        default=_env_default("--admin-tls-cert"),
-        metavar="PEM",
-        help="the admin API's certificate (with --admin-tls-key; default: the Workload "
-        "API SVID when --workload-api is given)",
-    )
-    serve.add_argument(
-        "--admin-tls-key", default=_env_default("--admin-tls-key"), metavar="PEM", help="its key"
-    )
-    serve.add_argument(
-        "--admin-insecure-local",
-        action="store_true",
-        default=(_env_default("--admin-insecure-local", "") or "").lower() in ("1", "true", "yes"),
-        help="admin API in plaintext on loopback, every local caller an admin: demos only",
-    )
-
-
 def _serve(args: argparse.Namespace) -> int:
-    if not args.policy:
-        raise ConfigError("--policy (or AUTHZ_POLICY) is required")
-    specs = args.trust_bundle if args.trust_bundle is not None else _env_list("--trust-bundle")
-    bundles: dict[str, str] = {}
-    for spec in specs:
-        domain, path = parse_bundle_spec(spec)
-        if domain in bundles:
-            raise ConfigError(f"--trust-bundle given twice for trust domain {domain!r}")
-        bundles[domain] = path
-    callers = args.allowed_caller
-    if callers is None:
-        callers = _env_list("--allowed-caller")
-    workload_api = args.workload_api
-    if args.tls_workload_api and not workload_api:
-        workload_api = os.environ.get("SPIFFE_ENDPOINT_SOCKET") or None
-    metrics_listen = args.metrics_listen
-    if metrics_listen is not None and metrics_listen.strip().lower() in ("", "off"):
-        metrics_listen = None
-    admin_listen = args.admin_listen
-    if admin_listen is not None and admin_listen.strip().lower() in ("", "off"):
-        admin_listen = None
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    settings = Settings(
-        policy=args.policy,
-        listen=args.listen,
-        trust_bundles=bundles,
-        audit_log=args.audit_log,
-        grace_seconds=args.grace,
-        log_level=args.log_level,
-        metrics_listen=metrics_listen,
-        workload_api=workload_api,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        tls_workload_api=args.tls_workload_api,
-        allowed_callers=tuple(callers),
-        reload_interval=args.reload_interval,
-        store=args.store,
-        workers=args.workers,
-        admin_listen=admin_listen,
-        admin_tls_cert=args.admin_tls_cert,
-        admin_tls_key=args.admin_tls_key,
-        admin_insecure_local=args.admin_insecure_local,
-    )
-    settings.validate()
-    if settings.workers > 1:
-        from authz_server.runtime.workers import run_workers
-
-        return run_workers(settings)
-    from authz_server.runtime.server import serve  # grpc import only for the commands that need it
-
-    return asyncio.run(serve(settings))
+    return run_serve(args)
 
 
 def _validate(args: argparse.Namespace) -> int:

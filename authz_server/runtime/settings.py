@@ -3,7 +3,9 @@
 `Settings.validate` refuses combinations that would leave the server less protected than
 the operator thinks: TLS without an `--allowed-caller` (nobody could call, or everybody
 would be meant), allowed callers without TLS (nothing to check them against), a
-certificate without its key, a plaintext admin API off loopback. Several workers on the
+certificate without its key, a plaintext admin or AuthZEN API off loopback, a console or
+AuthZEN listener with no certificate to serve (the console has no plaintext mode; AuthZEN
+borrows the Check listener's when it has none of its own). Several workers on the
 memory store are refused later, once the policy is read, if it keeps state that the
 workers would have to share (`shared_state.require_shareable`).
 """
@@ -23,6 +25,10 @@ from authz_server.state import check_store_url
 __all__ = ["Settings", "env_name"]
 
 MAX_WORKERS = 64
+#: `--authzen-max-body` default: a batch of 100 evaluations with generous contexts fits.
+DEFAULT_AUTHZEN_MAX_BODY = 1024 * 1024
+#: Its upper bound: the whole body is held in memory while it is decided.
+MAX_AUTHZEN_BODY = 64 * 1024 * 1024
 _ADDRESS = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):([0-9]{1,5})")
 
 
@@ -64,6 +70,19 @@ class Settings:
     admin_tls_cert: str | None = None
     admin_tls_key: str | None = None
     admin_insecure_local: bool = False
+    #: The web approval console (HTTPS, mutual TLS); None: off. Needs its own certificate.
+    console_listen: str | None = None
+    console_tls_cert: str | None = None
+    console_tls_key: str | None = None
+    #: The AuthZEN API (HTTPS, mutual TLS); None: off. Without its own certificate it
+    #: serves with the Check listener's credentials.
+    authzen_listen: str | None = None
+    authzen_tls_cert: str | None = None
+    authzen_tls_key: str | None = None
+    authzen_insecure_local: bool = False
+    #: `policy_decision_point` of the PDP metadata; None: the scheme and Host of the request.
+    authzen_public_url: str | None = None
+    authzen_max_body: int = DEFAULT_AUTHZEN_MAX_BODY
 
     @property
     def tls(self) -> bool:
@@ -120,6 +139,8 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"--allowed-caller: {exc}") from None
         self._validate_state_and_admin()
+        self._validate_console()
+        self._validate_authzen()
 
     def _validate_state_and_admin(self) -> None:
         check_store_url(self.store)
@@ -140,6 +161,61 @@ class Settings:
                 raise ConfigError(
                     "--admin-insecure-local binds loopback only: --admin-listen 127.0.0.1:PORT"
                 )
+
+    def _validate_console(self) -> None:
+        if (self.console_tls_cert is None) != (self.console_tls_key is None):
+            raise ConfigError("--console-tls-cert and --console-tls-key go together")
+        if self.console_listen is None:
+            if self.console_tls_cert is not None:
+                raise ConfigError("--console-tls-cert/--console-tls-key need --console-listen")
+            return
+        _check_address("--console-listen", self.console_listen)
+        if self.console_tls_cert is None:
+            raise ConfigError(
+                "--console-listen needs --console-tls-cert and --console-tls-key: the console "
+                "speaks mutual TLS only (approvers present their client certificates)"
+            )
+
+    def _validate_authzen(self) -> None:
+        if (self.authzen_tls_cert is None) != (self.authzen_tls_key is None):
+            raise ConfigError("--authzen-tls-cert and --authzen-tls-key go together")
+        if self.authzen_insecure_local and self.authzen_tls_cert is not None:
+            raise ConfigError(
+                "choose one: --authzen-tls-cert/--authzen-tls-key or --authzen-insecure-local"
+            )
+        if not 1 <= self.authzen_max_body <= MAX_AUTHZEN_BODY:
+            raise ConfigError(
+                f"--authzen-max-body must be between 1 and {MAX_AUTHZEN_BODY} bytes, "
+                f"got {self.authzen_max_body}"
+            )
+        if self.authzen_public_url is not None:
+            # Imported here: the authzen package brings aiohttp, which no other command needs.
+            from authz_server.authzen.wellknown import check_public_url
+
+            try:
+                check_public_url(self.authzen_public_url)
+            except ConfigError as error:
+                raise ConfigError(f"--authzen-public-url: {error}") from None
+        if self.authzen_listen is None:
+            if self.authzen_tls_cert is not None or self.authzen_insecure_local:
+                raise ConfigError(
+                    "--authzen-tls-cert/--authzen-tls-key and --authzen-insecure-local need "
+                    "--authzen-listen"
+                )
+            return
+        _check_address("--authzen-listen", self.authzen_listen)
+        if self.authzen_insecure_local:
+            if not is_loopback(listen_host(self.authzen_listen)):
+                raise ConfigError(
+                    "--authzen-insecure-local binds loopback only: --authzen-listen "
+                    "127.0.0.1:PORT (or [::1]:PORT)"
+                )
+        elif self.authzen_tls_cert is None and not self.tls:
+            raise ConfigError(
+                "--authzen-listen needs TLS: --authzen-tls-cert/--authzen-tls-key, or TLS on "
+                "the Check listener to share (--tls-cert/--tls-key or --tls-workload-api); "
+                "plaintext only with --authzen-insecure-local on loopback (demos)"
+            )
 
 
 def _check_address(flag: str, value: str) -> None:

@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install the package with test and dev tools
 
 # Programs the tests run for real: Redis (shared store), docker-compose (compose file
-# validation, no engine needed), h2load (benchmark smoke test); kubectl (kustomize
-# rendering) comes with the machine image. Installed from Debian when
-# missing and we are root; otherwise the missing ones are named.
-SYSTEM_TOOLS := redis-server:redis-server docker-compose:docker-compose h2load:nghttp2-client chromium:chromium faketime:faketime
+# validation, no engine needed), h2load (benchmark smoke test), curl (the documented
+# AuthZEN examples); kubectl (kustomize rendering) comes with the machine image.
+# Installed from Debian when missing and we are root; otherwise the missing ones are named.
+SYSTEM_TOOLS := redis-server:redis-server docker-compose:docker-compose h2load:nghttp2-client chromium:chromium faketime:faketime curl:curl
 system-deps: ## install the system programs the tests use (Debian packages; needs root)
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \

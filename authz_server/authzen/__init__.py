@@ -1,5 +1,5 @@
 """The OpenID AuthZEN Authorization API 1.0 (evaluation, evaluations, PDP metadata), decided
-by the same `Pipeline` as Envoy's Check, over mutual TLS. See README "AuthZEN API".
+by the same `Pipeline` as Envoy's Check, over mutual TLS. See docs/api/authzen.md.
 
     model.py      request bodies → frozen values (strict JSON, the standard's shapes)
     mapping.py    an evaluation → the RequestView a Check would have produced

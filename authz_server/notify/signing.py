@@ -7,7 +7,8 @@ The secret is the content of the endpoint's `secret_file` with surrounding white
 removed (a trailing newline from `echo` does not change it). The timestamp is inside the
 MAC, so a receiver that refuses timestamps far from its own clock also refuses replays of
 an old delivery; within the tolerance, the body's `event_id` identifies duplicates.
-`verify` is the receiver's side, the same logic as the snippet in README.md.
+`verify` is the receiver's side, the same logic as the snippet in
+docs/policy/notifications.md#verify.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ wait on Redis for revocations. So `RevocationCache.match` only reads memory, and
 background task (`start()`, or started lazily by the first `match`) calls `refresh()`
 every `interval_s`: one GET of `authz:revocations:version`, and the hash only when that
 changed. A revocation made through any replica is therefore enforced by every other
-within `interval_s` plus one refresh (0.5 s by default: well inside the 1 s the README
-promises). A replica's own `revoke` / `unrevoke` refreshes at once.
+within `interval_s` plus one refresh (0.5 s by default, as
+docs/policy/revocations.md#propagation says). A replica's own `revoke` / `unrevoke`
+refreshes at once.
 
 When a refresh fails (Redis down or blackholed: each attempt is bounded by the socket
 timeouts) the last confirmed set stays in force (SPEC §9: only the rules that need the

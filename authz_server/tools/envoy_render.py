@@ -3,8 +3,9 @@
 The templates in `envoy/` were only fillable from Python; someone putting authz-server
 in front of their own Envoy needs the same strict rendering without writing code. Every
 placeholder is documented here once (meaning, kind, default), for `--list`, `--help`
-and the README. Values are checked before substitution: a value is pasted into YAML, so
-one with a newline, a brace or a comma could add or change settings, not just fill one.
+and docs/deployment/envoy.md#shipped. Values are checked before substitution: a value is
+pasted into YAML, so one with a newline, a brace or a comma could add or change settings,
+not just fill one.
 """
 
 from __future__ import annotations

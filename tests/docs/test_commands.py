@@ -29,6 +29,7 @@ NEEDS_A_SERVER: dict[str, str] = {
     "approvals reject": "talks to a running server's admin API",
     "revoke": "talks to a running server's admin API",
     "unrevoke": "talks to a running server's admin API",
+    "demo": "starts Envoy, a server and a backend; tests/e2e run its tour",
 }
 #: Programs besides authz-server that are run: they only prepare files for the next command.
 FILE_TOOLS = frozenset({"sed"})
@@ -57,6 +58,22 @@ def test_every_server_command_in_the_docs_is_listed_with_a_reason() -> None:
     }
     unused = set(NEEDS_A_SERVER) - shown
     assert not unused, f"NEEDS_A_SERVER lists commands no page shows: {sorted(unused)}"
+
+
+def test_every_command_has_an_example_that_runs() -> None:
+    """Each command of `authz-server --help` is shown in the docs, and run by this test
+    unless it needs a running server (NEEDS_A_SERVER, with the reason)."""
+    from authz_server.cli.main import build_parser
+
+    [choices] = [a.choices for a in build_parser()._actions if isinstance(a.choices, dict)]
+    run = {
+        c.subcommand.split()[0]
+        for page in PAGES
+        for c in commands(page)
+        if c.program == "authz-server" and _runnable(c)
+    }
+    needs_a_server = {name.split()[0] for name in NEEDS_A_SERVER}
+    assert set(choices) - needs_a_server <= run, sorted(set(choices) - needs_a_server - run)
 
 
 @pytest.mark.parametrize("page", PAGES)

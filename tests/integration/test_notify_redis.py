@@ -19,7 +19,7 @@ from authz_server.state.redis import RedisStore
 from authz_server.telemetry.metrics import Metrics
 from authz_server.tools.stack import free_port
 from tests.unit.notify.notify_support import count, notifier, until
-from tests.unit.notify.receiver import SECRET, Receiver, readme_snippet, receiver
+from tests.unit.notify.receiver import SECRET, Receiver, documented_receiver, receiver
 from tests.unit.notify.support import AGENT, BODY, HUMAN, action, endpoint, policy, record
 from tests.unit.state.conftest import ManualClock
 
@@ -88,7 +88,7 @@ async def test_a_pending_check_is_announced_once(
     assert {d.reason for d in decisions} == {Reason.APPROVAL_REQUIRED}
     (got,) = await hook.wait_for(1)
     assert got.json()["type"] == "pending"
-    assert readme_snippet()["verify"](SECRET, got.headers, got.body, clock.now().timestamp())
+    assert documented_receiver()["verify"](SECRET, got.headers, got.body, clock.now().timestamp())
     assert first.count("sent") + second.count("sent") == 1
 
 

@@ -1,11 +1,13 @@
 """Every `authz-server` example in README.md's fenced code blocks runs as printed.
 
 An example is a line of a fenced block that starts with `authz-server` (or `$ authz-server`)
-plus its `\\`-continued lines. It runs verbatim through bash from the repository root,
-with `authz-server` replaced by `python -m authz_server`; the root is a directory of links
-to the checkout's entries, so that files an example writes stay out of the working tree,
-and TMPDIR points into the test's own directory (so `"$(mktemp -d)"` stays there too). What the README says it does is
-asserted, read from a `# → ...` comment at the end of its last line or on the line after:
+plus its `\\`-continued lines. The examples of one block run in order, verbatim through
+bash, in one directory: the repository root as a directory of links to the checkout's
+entries, so that files an example writes (`--out certs`) stay out of the working tree and
+the next example of the walkthrough finds them. `authz-server` is this interpreter's
+`python -m authz_server`, first on PATH; TMPDIR points into the test's own directory. What
+the README says an example does is asserted, read from a `# → ...` comment at the end of
+its last line or on the line after:
 
     # → exit 0                                          exit status only
     # → exit 3: deny, outside_schedule (rule R)         check: status, decision, reason, rule
@@ -14,17 +16,13 @@ asserted, read from a `# → ...` comment at the end of its last line or on the 
 With no comment, the example must exit 0. Lines shown right below a `$ authz-server`
 command are its output: each must appear in what it prints. Blocks fenced as ```text are
 synopses with placeholders, not examples. Commands that need a running server are listed
-in EXCLUDED with the reason; every other command must have an example.
-
-`python tests/integration/test_readme_examples.py` rewrites `examples/audit.jsonl`, the
-audit log the `audit verify` and `replay` examples read, when the audit format changes.
+in EXCLUDED with the reason and skipped. The README shows a walkthrough, not every
+command: tests/docs/test_commands.py runs the documentation's examples of the others.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
 import json
 import re
 import shlex
@@ -37,7 +35,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-AUDIT_SAMPLE = ROOT / "examples" / "audit.jsonl"
 
 #: Commands whose README examples are not run here, and why.
 EXCLUDED = {
@@ -64,6 +61,9 @@ class Example:
     command: str
     outcome: str | None
     output: tuple[str, ...]
+    #: The line of the opening fence of the block it is in: examples of one block share
+    #: a directory and run in order.
+    block: int = 0
 
     @property
     def subcommand(self) -> str:
@@ -79,11 +79,13 @@ def readme_examples(text: str) -> list[Example]:
     lines = text.splitlines()
     examples: list[Example] = []
     fence: str | None = None
+    fence_line = 0
     i = 0
     while i < len(lines):
         line = lines[i]
         if (match := _FENCE.match(line)) is not None:
             fence = None if fence is not None else match.group(1)
+            fence_line = i + 1
             i += 1
             continue
         if fence is None or fence == "text" or not _COMMAND.match(line):
@@ -107,12 +109,18 @@ def readme_examples(text: str) -> list[Example]:
             output.append(lines[i].strip())
             i += 1
         command = "\n".join(parts)
-        examples.append(Example(start + 1, command, outcome, tuple(o for o in output if o)))
+        examples.append(
+            Example(start + 1, command, outcome, tuple(o for o in output if o), fence_line)
+        )
     return examples
 
 
 EXAMPLES = readme_examples(README.read_text(encoding="utf-8"))
 RUNNABLE = [e for e in EXAMPLES if e.subcommand not in EXCLUDED]
+#: Runnable examples by block, in README order.
+BLOCKS: dict[int, list[Example]] = {}
+for _example in RUNNABLE:
+    BLOCKS.setdefault(_example.block, []).append(_example)
 
 
 def _checkout(tmp_path: Path) -> Path:
@@ -127,23 +135,41 @@ def _checkout(tmp_path: Path) -> Path:
     return root
 
 
-def _run(example: Example, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    program = f"{shlex.quote(sys.executable)} -m authz_server"
-    command = program + example.command.removeprefix("authz-server")
+def _program(tmp_path: Path) -> Path:
+    """A bin directory whose `authz-server` is this interpreter's `python -m authz_server`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    program = bin_dir / "authz-server"
+    program.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m authz_server "$@"\n')
+    program.chmod(0o755)
+    return bin_dir
+
+
+def _run(example: Example, checkout: Path, bin_dir: Path) -> subprocess.CompletedProcess[str]:
+    tmp = checkout.parent
     return subprocess.run(
-        ["bash", "-c", command],
-        cwd=_checkout(tmp_path),
+        ["bash", "-c", example.command],
+        cwd=checkout,
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "HOME": str(tmp_path)},
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "TMPDIR": str(tmp), "HOME": str(tmp)},
         check=False,
     )
 
 
-@pytest.mark.parametrize("example", [pytest.param(e, id=e.name) for e in RUNNABLE])
-def test_readme_example_does_what_the_readme_says(example: Example, tmp_path: Path) -> None:
-    result = _run(example, tmp_path)
+def _name(examples: list[Example]) -> str:
+    return f"line{examples[0].line}-" + "-".join(dict.fromkeys(e.subcommand for e in examples))
+
+
+@pytest.mark.parametrize("examples", [pytest.param(b, id=_name(b)) for b in BLOCKS.values()])
+def test_readme_examples_do_what_the_readme_says(examples: list[Example], tmp_path: Path) -> None:
+    checkout, bin_dir = _checkout(tmp_path), _program(tmp_path)
+    for example in examples:
+        _check(example, _run(example, checkout, bin_dir))
+
+
+def _check(example: Example, result: subprocess.CompletedProcess[str]) -> None:
     shown = result.stdout + result.stderr
     assert "Traceback" not in shown, shown
     code, detail = 0, None
@@ -169,15 +195,18 @@ def test_readme_example_does_what_the_readme_says(example: Example, tmp_path: Pa
         assert line in shown, f"README line {example.line}: {line!r} not printed:\n{shown}"
 
 
-def test_every_offline_command_has_a_readme_example() -> None:
-    """Each command `authz-server --help` lists has a README example that runs here,
-    except the ones that need a running server (EXCLUDED, with the reason)."""
+def test_the_walkthrough_runs_from_policy_to_envoy() -> None:
+    """The mechanism is not vacuous: the README's walkthrough commands are all run here."""
+    shown = {e.subcommand for e in RUNNABLE}
+    assert {"validate", "check", "test", "dev-certs", "render-envoy", "lint-envoy"} <= shown
+    assert set(EXCLUDED) <= _commands(), "EXCLUDED names a command that is gone"
+
+
+def _commands() -> set[str]:
     from authz_server.cli.main import build_parser
 
     [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    offline = set(commands.choices) - set(EXCLUDED)
-    assert offline - {e.subcommand for e in RUNNABLE} == set()
-    assert set(EXCLUDED) <= set(commands.choices), "EXCLUDED names a command that is gone"
+    return set(commands.choices)
 
 
 def test_readme_parser_reads_commands_outcomes_and_output() -> None:
@@ -200,62 +229,8 @@ authz-server serve --policy PATH [--listen ADDR]
 """
     assert readme_examples(sample) == [
         Example(2, "authz-server check --policy p \\\n  --method GET --path /x",
-                "exit 3: deny, no_matching_rule", ()),
-        Example(5, "authz-server test t", "exit 0: `0 failed`", ()),
+                "exit 3: deny, no_matching_rule", (), block=1),
+        Example(5, "authz-server test t", "exit 0: `0 failed`", (), block=1),
         Example(8, "authz-server validate bad.yaml", "exit 1",
-                ("policy rejected (1 error(s)):", "bad.yaml:3: oops")),
+                ("policy rejected (1 error(s)):", "bad.yaml:3: oops"), block=7),
     ]  # fmt: skip
-
-
-def write_audit_sample(path: Path) -> None:
-    """Decide a few requests of the seed scenarios with `examples/policy` at fixed times
-    and write them as the server would: one hash-chained audit record each."""
-    from authz_server.audit.format import audit_record
-    from authz_server.audit.log import AuditLog
-    from authz_server.check.offline import OfflineRequest, decide_offline, parse_at
-    from authz_server.policy.load import load_policy
-
-    policy = load_policy(ROOT / "examples" / "policy")
-    release, deployer = "spiffe://example.org/ci/release", "spiffe://example.org/ci/deployer"
-    requests = [
-        OfflineRequest(
-            "/v1/deployments/prod/api?confirm=yes",
-            "DELETE",
-            deployer,
-            at=parse_at("2026-11-25T11:30:00+01:00"),
-        ),
-        OfflineRequest("/v1/releases", "GET", release, at=parse_at("2026-11-26T09:58:12+01:00")),
-        OfflineRequest(
-            "/v1/releases/1.4.2/publish",
-            "POST",
-            release,
-            headers=(("x-change-ticket", "CHG-1234"), ("x-git-ref", "refs/heads/main")),
-            body=b'{"version":"1.4.2","channel":"stable"}',
-            at=parse_at("2026-11-26T10:00:03+01:00"),
-        ),
-        OfflineRequest(
-            "/v1/releases/1.4.3/publish",
-            "POST",
-            release,
-            headers=(("x-change-ticket", "CHG-1240"), ("x-git-ref", "refs/heads/main")),
-            body=b'{"version":"1.4.3","channel":"stable"}',
-            at=parse_at("2026-11-28T10:00:00+01:00"),
-        ),
-        OfflineRequest("/healthz", at=parse_at("2026-11-26T10:00:05+01:00")),
-        OfflineRequest("/admin/users", "GET", release, at=parse_at("2026-11-26T10:01:00+01:00")),
-    ]
-    path.unlink(missing_ok=True)
-    audit = AuditLog(str(path))
-    for request in requests:
-        assert request.at is not None
-        decision = asyncio.run(decide_offline(policy, request))
-        decision = dataclasses.replace(decision, at=request.at.timestamp())
-        audit.record(
-            audit_record(decision, request.view(), policy_version=policy.version, latency_us=180)
-        )
-    audit.close()
-
-
-if __name__ == "__main__":
-    write_audit_sample(AUDIT_SAMPLE)
-    print(f"wrote {AUDIT_SAMPLE.relative_to(ROOT)}")

@@ -30,14 +30,13 @@ def sets(values: list[str]) -> list[str]:
 
 
 def test_every_shipped_placeholder_is_documented() -> None:
-    """`--list`, `--help` and the README explain each name the templates use."""
+    """`--list`, `--help` and docs/deployment/envoy.md explain each name the templates use."""
     used = set().union(*(placeholders(t) for t in TEMPLATES))
     assert used == set(PLACEHOLDERS)
-    readme = (ROOT / "README.md").read_text()
-    deploying = readme[readme.index("## Deploying") : readme.index("## Operating")]
+    page = (ROOT / "docs" / "deployment" / "envoy.md").read_text()
     for name, placeholder in PLACEHOLDERS.items():
         default = f"`{placeholder.default}`" if placeholder.default else "required"
-        assert re.search(rf"`{name}`\s*\|\s*{re.escape(default)}\s*\|", deploying), name
+        assert re.search(rf"`{name}`\s*\|\s*{re.escape(default)}\s*\|", page), name
 
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)

@@ -1,4 +1,5 @@
-"""An AuthZEN evaluation → the RequestView a Check would have produced (README "AuthZEN API")."""
+"""An AuthZEN evaluation → the RequestView a Check would have produced
+(docs/api/authzen.md#mapping)."""
 
 # One case per line keeps the parametrized tables readable and diffable.
 

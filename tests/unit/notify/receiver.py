@@ -2,8 +2,8 @@
 
 It records every request (headers, raw body), answers with the statuses it is told to
 (in order, then 200), and can hold every request until the test opens its gate. The
-README's verification snippet is read from README.md, so the tests prove the documented
-receiver logic, not a copy of it.
+receiver snippet of the documentation (docs/policy/notifications.md#verify) is read from
+that page, so the tests prove the documented receiver logic, not a copy of it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+NOTIFICATIONS_PAGE = Path(__file__).resolve().parents[3] / "docs" / "policy" / "notifications.md"
 SECRET = b"0123456789abcdef-test-secret"
 
 
@@ -96,12 +96,13 @@ def dead_url() -> str:
     return f"http://127.0.0.1:{port}/hook"
 
 
-def readme_snippet() -> dict[str, Any]:
-    """The namespace of the receiver snippet under 'Approval notifications' in README.md."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("#### Approval notifications", 1)[1]
+def documented_receiver() -> dict[str, Any]:
+    """The namespace of the Python receiver snippet under "Verifying a notification" in
+    docs/policy/notifications.md: its `verify` and `accept`."""
+    text = NOTIFICATIONS_PAGE.read_text(encoding="utf-8")
+    section = text.split("## Verifying a notification", 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match is not None, "README: no python snippet under Approval notifications"
+    assert match is not None, f"{NOTIFICATIONS_PAGE}: no python snippet under Verifying"
     namespace: dict[str, Any] = {}
-    exec(compile(match.group(1), "README.md snippet", "exec"), namespace)
+    exec(compile(match.group(1), str(NOTIFICATIONS_PAGE), "exec"), namespace)
     return namespace

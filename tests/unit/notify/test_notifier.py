@@ -1,5 +1,5 @@
 """The notifier against a real HTTP receiver on 127.0.0.1: delivery, signatures checked
-with the README's snippet, retries, drops, formats, claims and the expiry sweep."""
+with the documented receiver snippet, retries, drops, formats, claims and the expiry sweep."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from authz_server.state.events import NULL_EVENTS, ApprovalEvent, EventType
 from authz_server.state.memory import MemoryStore
 from authz_server.telemetry.metrics import Metrics
 from tests.unit.notify.notify_support import count, notifier, until
-from tests.unit.notify.receiver import SECRET, dead_url, readme_snippet, receiver
+from tests.unit.notify.receiver import SECRET, dead_url, documented_receiver, receiver
 from tests.unit.notify.support import HUMAN, action, endpoint, policy
 from tests.unit.state.conftest import ManualClock
 
@@ -21,7 +21,7 @@ async def _pending(store: MemoryStore) -> ApprovalEvent:
     return ApprovalEvent(EventType.PENDING, consumed.created)
 
 
-async def test_delivered_signed_and_verified_by_the_readme_snippet(
+async def test_delivered_signed_and_verified_by_the_documented_receiver(
     clock: ManualClock, secret_file: Path
 ) -> None:
     store, metrics = MemoryStore(clock), Metrics()
@@ -42,7 +42,7 @@ async def test_delivered_signed_and_verified_by_the_readme_snippet(
     )
     assert got.headers["X-Authz-Event-Id"] == event.event_id
     now = clock.now().timestamp()
-    verify = readme_snippet()["verify"]
+    verify = documented_receiver()["verify"]
     assert verify(SECRET, got.headers, got.body, now) is True
     assert verify(SECRET, got.headers, got.body.replace(b"pending", b"approved"), now) is False
     assert verify(b"a-forger-guessing-the-key", got.headers, got.body, now) is False
@@ -66,7 +66,7 @@ async def test_retries_until_the_receiver_answers(clock: ManualClock, secret_fil
             await sender.close()
     assert hook.attempts == 3
     assert (count(metrics, "hook", "retry"), count(metrics, "hook", "sent")) == (2, 1)
-    assert readme_snippet()["verify"](SECRET, got.headers, got.body, clock.now().timestamp())
+    assert documented_receiver()["verify"](SECRET, got.headers, got.body, clock.now().timestamp())
 
 
 async def test_a_refusal_is_not_retried(clock: ManualClock, secret_file: Path) -> None:

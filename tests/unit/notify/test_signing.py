@@ -1,5 +1,5 @@
-"""Signatures: the notifier's `sign`, checked by the package's `verify` and by the README's
-receiver snippet (executed from README.md), which must agree on every case."""
+"""Signatures: the notifier's `sign`, checked by the package's `verify` and by the documented
+receiver snippet (executed from docs/policy/notifications.md), which must agree on every case."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 from multidict import CIMultiDict
 
 from authz_server.notify.signing import read_secret, sign, verify
-from tests.unit.notify.receiver import SECRET, readme_snippet
+from tests.unit.notify.receiver import SECRET, documented_receiver
 
 NOW = 1_800_000_000
 BODY = b'{"event_id":"abc:1:pending","type":"pending"}'
 
 
 def _readme_verify(secret: bytes, headers: Any, body: bytes, now: float) -> bool:
-    result = readme_snippet()["verify"](secret, headers, body, now)
+    result = documented_receiver()["verify"](secret, headers, body, now)
     assert isinstance(result, bool)
     return result
 
@@ -83,7 +83,7 @@ def test_signature_construction() -> None:
 
 def test_readme_accept_refuses_a_replay_within_the_tolerance() -> None:
     """The snippet's `accept` takes an event once; the same delivery again is refused."""
-    snippet = readme_snippet()
+    snippet = documented_receiver()
     headers = _signed()
     assert snippet["accept"](SECRET, headers, BODY, NOW) is True
     assert snippet["accept"](SECRET, headers, BODY, NOW + 10) is False

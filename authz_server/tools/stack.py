@@ -243,9 +243,13 @@ def https_request(
     headers: Iterable[tuple[str, str]] = (),
     body: bytes | None = None,
     host: str = "localhost",
+    server_name: str | None = None,
     timeout: float = 5.0,
 ) -> Reply:
     """Send one request over TLS, presenting `cert` (cert, key) or no certificate.
+
+    `host` is the Host header and, unless `server_name` is given, the name the server's
+    certificate is checked against (and sent as SNI).
 
     The request line is written byte for byte, so `path` reaches Envoy exactly as given
     (`..`, `//`, `%2F`, `\\`, `#`): clients that normalise would hide the tricks under test.
@@ -261,7 +265,7 @@ def https_request(
     payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
     with (
         socket.create_connection((LOOPBACK, port), timeout=timeout) as raw,
-        context.wrap_socket(raw, server_hostname=host) as tls,
+        context.wrap_socket(raw, server_hostname=server_name or host) as tls,
     ):
         tls.sendall(payload)
         response = http.client.HTTPResponse(tls, method=method)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from authz_server.core.errors import quote
-from authz_server.policy.yaml_source import Fields, Map, Seq, Value
+from authz_server.core.yaml_source import Fields, Map, Seq, Value
 from authz_server.state.events import EventType
 
 __all__ = ["ApprovalsSettings", "NotifyEndpoint", "compile_approvals"]

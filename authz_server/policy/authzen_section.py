@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from authz_server.core.yaml_source import Fields, Value
 from authz_server.policy.model import AuthzenConfig, PrincipalMatcher
-from authz_server.policy.yaml_source import Fields, Value
 
 __all__ = ["compile_authzen"]
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from authz_server.core.errors import quote
+from authz_server.core.yaml_source import Fields, Map, Seq, Value
 from authz_server.policy.model import PrincipalMatcher
-from authz_server.policy.yaml_source import Fields, Map, Seq, Value
 
 __all__ = ["SOURCES", "compile_source_settings", "compile_sources"]
 

@@ -2,7 +2,7 @@
 
 `--policy` is one file or a directory of `*.yaml` / `*.yml` files (see `files.py`).
 Reading files (and ConfigMap volumes) is `files.py`; YAML with line numbers is
-`yaml_source.py`; this module is the schema.
+`core/yaml_source.py`; this module is the schema.
 
 Merge rules: every file carries `version: 1`; `rules` of all files are concatenated
 (ids unique across files); `identity` (required), `admin`, `defaults` and `authzen` may
@@ -22,6 +22,15 @@ from typing import TypeVar
 
 from authz_server.core.errors import PolicyError, PolicyIssue, quote
 from authz_server.core.paths import compile_path_template
+from authz_server.core.yaml_source import (
+    Broken,
+    Fields,
+    Map,
+    Scalar,
+    Seq,
+    Value,
+    parse_document,
+)
 from authz_server.identity.spiffe_id import SCHEME, spiffe_id_problem
 from authz_server.policy.approvals_notify import ApprovalsSettings, compile_approvals
 from authz_server.policy.authzen_section import compile_authzen
@@ -43,15 +52,6 @@ from authz_server.policy.patterns import (
     compile_host_pattern,
     compile_method,
     compile_principal_pattern,
-)
-from authz_server.policy.yaml_source import (
-    Broken,
-    Fields,
-    Map,
-    Scalar,
-    Seq,
-    Value,
-    parse_document,
 )
 
 __all__ = ["load_policy", "load_policy_text"]

@@ -10,9 +10,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from authz_server.core import yaml_source
 from authz_server.core.errors import PolicyIssue
-from authz_server.policy import yaml_source
-from authz_server.policy.yaml_source import Value, parse_document
+from authz_server.core.yaml_source import Value, parse_document
 from bench.policies import generate_rules, policy_yaml
 
 ROOT = Path(__file__).resolve().parents[3]

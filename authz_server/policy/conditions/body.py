@@ -31,10 +31,10 @@ from typing import Any
 
 from authz_server.core.decision import Reason
 from authz_server.core.errors import quote
+from authz_server.core.yaml_source import Fields, Map, Scalar, Seq, Value
 from authz_server.policy.conditions.base import HOLDS, ConditionResult, Outcome, RequestContext
 from authz_server.policy.conditions.jsonbody import JsonValue
 from authz_server.policy.conditions.matchers import compile_regex
-from authz_server.policy.yaml_source import Fields, Map, Scalar, Seq, Value
 
 __all__ = ["BodyCondition", "compile_body", "parse_body_path", "resolve"]
 

@@ -39,9 +39,9 @@ from google.protobuf import any_pb2
 
 from authz_server.core.decision import Reason
 from authz_server.core.errors import quote
+from authz_server.core.yaml_source import Fields, Value
 from authz_server.policy.conditions.base import HOLDS, ConditionResult, RequestContext
 from authz_server.policy.conditions.jsonbody import JsonValue
-from authz_server.policy.yaml_source import Fields, Value
 
 __all__ = ["ExprCondition", "compile_expr", "compile_expression"]
 

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from authz_server.core.decision import Reason
+from authz_server.core.yaml_source import Fields, Value
 from authz_server.policy.conditions.approval import compile_approval
 from authz_server.policy.conditions.base import Condition, StatefulCondition
 from authz_server.policy.conditions.body import compile_body
@@ -39,7 +40,6 @@ from authz_server.policy.conditions.cel import compile_expr
 from authz_server.policy.conditions.matchers import compile_fields
 from authz_server.policy.conditions.rate_limit import compile_rate_limit
 from authz_server.policy.conditions.schedule import compile_schedule
-from authz_server.policy.yaml_source import Fields, Value
 
 __all__ = [
     "ALLOW",

@@ -35,8 +35,8 @@ import re2  # type: ignore[import-untyped]  # google-re2 ships no type informati
 
 from authz_server.core.decision import Reason
 from authz_server.core.errors import quote
+from authz_server.core.yaml_source import Fields, Map, Scalar, Value
 from authz_server.policy.conditions.base import HOLDS, ConditionResult, Outcome, RequestContext
-from authz_server.policy.yaml_source import Fields, Map, Scalar, Value
 
 __all__ = ["FieldCondition", "TextMatcher", "compile_fields", "compile_regex"]
 

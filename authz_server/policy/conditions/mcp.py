@@ -24,8 +24,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from authz_server.core.yaml_source import Fields, Value
 from authz_server.policy.conditions.base import RequestContext
-from authz_server.policy.yaml_source import Fields, Value
 
 __all__ = ["McpMatch", "McpTools", "compile_mcp_tools", "glob_match"]
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from authz_server.core.decision import Reason
 from authz_server.core.durations import parse_duration_s
 from authz_server.core.errors import StoreUnavailable, quote
+from authz_server.core.yaml_source import Fields, Scalar, Value
 from authz_server.policy.conditions.base import HOLDS, ConditionResult, Outcome, RequestContext
-from authz_server.policy.yaml_source import Fields, Scalar, Value
 from authz_server.state.store import Store
 
 __all__ = ["RateLimitCondition", "compile_rate_limit"]

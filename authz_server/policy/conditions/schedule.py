@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 from authz_server.core.decision import Reason
 from authz_server.core.errors import quote
+from authz_server.core.yaml_source import Fields, Map, Seq, Value
 from authz_server.policy.conditions.base import HOLDS, ConditionResult, RequestContext
-from authz_server.policy.yaml_source import Fields, Map, Seq, Value
 
 __all__ = ["ScheduleCondition", "Window", "compile_schedule"]
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from authz_server.core.decision import Reason
+from authz_server.core.yaml_source import Fields, Value
 from authz_server.policy.conditions.base import (
     HOLDS,
     Condition,
@@ -24,7 +25,6 @@ from authz_server.policy.conditions.base import (
     step,
 )
 from authz_server.policy.conditions.kinds import KINDS, lookup, precedence, rank
-from authz_server.policy.yaml_source import Fields, Value
 
 __all__ = ["EMPTY_WHEN", "When", "compile_when"]
 

@@ -25,9 +25,10 @@ from typing import Any
 from envoy.service.auth.v3 import external_auth_pb2
 
 from authz_server.audit.log import AuditLog, audit_record
-from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.pipeline import Pipeline
 from authz_server.check.response import render_check_response, render_response_bytes
-from authz_server.check.service import CheckService, SnapshotHolder
+from authz_server.check.service import CheckService
+from authz_server.check.snapshot import Snapshot, SnapshotHolder
 from authz_server.core.decision import Decision, Reason
 from authz_server.core.request import view_from_check_request
 from authz_server.identity.bundles import load_pem_bundles

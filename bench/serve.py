@@ -25,6 +25,7 @@ from authz_server.check.pipeline import Pipeline
 from authz_server.identity.bundles import parse_bundle_spec
 from authz_server.identity.x509 import CertificateVerifier
 from authz_server.runtime.settings import Settings
+from authz_server.state.memory import MemoryStore
 from bench.noop_server import start_noop_server
 
 __all__ = ["main"]
@@ -59,7 +60,7 @@ async def _run(args: argparse.Namespace) -> int:
             trust_bundles=bundles,
             audit_log=args.audit_log,
         )
-        running = await start_server(settings, pipeline=Pipeline(verifier=verifier))
+        running = await start_server(settings, pipeline=Pipeline(MemoryStore(), verifier=verifier))
         port, stop_server = running.port, running.stop
 
         def read() -> dict[str, Any]:

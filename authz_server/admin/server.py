@@ -27,7 +27,7 @@ from authz_server.admin.service import (
     Explain,
     PolicyStatus,
 )
-from authz_server.check.pipeline import Snapshot
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.clock import Clock
 from authz_server.core.errors import ConfigError, quote
 from authz_server.identity.bundles import TrustBundles

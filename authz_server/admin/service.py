@@ -12,7 +12,6 @@ cannot be reached is UNAVAILABLE, never a silent success.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,8 +25,9 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from authz_server.admin import authz_admin_pb2 as pb
 from authz_server.admin.auth import Caller, Refused, authenticate
 from authz_server.admin.operations import AdminOperations, ApproversFor
-from authz_server.check.pipeline import Pipeline, Snapshot
-from authz_server.core.clock import Clock, FixedClock, SystemClock
+from authz_server.check.offline import decide_offline, offline_snapshot
+from authz_server.check.snapshot import Snapshot
+from authz_server.core.clock import Clock, SystemClock
 from authz_server.core.decision import Decision
 from authz_server.core.errors import StoreUnavailable
 from authz_server.core.request import RequestView, normalize_host, split_path
@@ -81,26 +81,20 @@ def policy_approvers(policy: Policy, rule_id: str) -> tuple[PrincipalMatcher, ..
     return ()
 
 
-def pipeline_explain(
-    snapshot_source: Callable[[], Snapshot | None], store: Store | None = None
-) -> Explain:
-    """Explain with the Check pipeline, the principal taken as verified (as `check` does).
-
-    Revocations are read from `store`; rate limits and approvals are listed in the trace
-    as `not_evaluated` and count as holding, so that explaining never spends or creates
-    anything.
+def pipeline_explain(snapshot_source: Callable[[], Snapshot | None]) -> Explain:
+    """Explain the live policy as `authz-server check` decides (`check/offline.py`): the
+    principal taken as verified, on empty state of its own. The server's store is never
+    touched, so explaining spends, counts and creates nothing; a rate limit admits, an
+    approval is `approval_required`, and revocations are not consulted.
     """
 
     async def explain(view: RequestView, at: datetime | None) -> Explanation:
         snapshot = snapshot_source()
         if snapshot is None:
             raise Refused(grpc.StatusCode.UNAVAILABLE, "no policy loaded")
-        policy = snapshot.policy
-        relaxed = dataclasses.replace(policy, identity=policy.identity.offline())
-        clock: Clock = FixedClock(at) if at is not None else SystemClock()
         trace = Trace()
-        pipeline = Pipeline(clock=clock, store=store, stateful=False)
-        decision = await pipeline.evaluate(view, Snapshot(relaxed, snapshot.bundles), trace)
+        offline = offline_snapshot(snapshot.policy, snapshot.bundles)
+        decision = await decide_offline(offline, view, at, trace)
         return Explanation(decision, trace.steps)
 
     return explain

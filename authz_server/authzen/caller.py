@@ -27,7 +27,7 @@ from typing import Any
 
 from cryptography import x509
 
-from authz_server.check.pipeline import Snapshot
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.errors import IdentityError, quote
 from authz_server.core.request import LOCAL_PEP
 from authz_server.identity.spiffe_id import SpiffeId

@@ -24,8 +24,8 @@ from authz_server.authzen.caller import Caller
 from authz_server.authzen.mapping import MappingProblem, to_view
 from authz_server.authzen.model import Evaluation, ItemProblem, Semantic
 from authz_server.authzen.render import decision_object
-from authz_server.check.pipeline import Pipeline, Snapshot
-from authz_server.check.service import SnapshotHolder
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.snapshot import Snapshot, SnapshotHolder
 from authz_server.core.decision import Decision, Reason
 from authz_server.core.errors import StoreUnavailable
 from authz_server.core.request import RequestView

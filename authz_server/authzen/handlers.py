@@ -40,7 +40,7 @@ from authz_server.authzen.model import (
     parse_evaluations,
     read_object,
 )
-from authz_server.check.pipeline import Snapshot
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.clock import Clock, SystemClock
 from authz_server.policy.conditions.jsonbody import content_type_problem
 

@@ -5,56 +5,43 @@
 The view is built by the caller (`service.py` from protobuf, `cli.py` from flags);
 rendering and auditing happen after. Nothing here touches protobufs or the network.
 `evaluate` is async because the revocation check and the stateful conditions (rate limit,
-approval) await the store (`--store`; a `MemoryStore` of its own when none is given).
+approval) await the store. The store is the caller's choice: the server's (`--store`),
+or a fresh in-memory one for an offline decision (`offline.py`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.clock import Clock, SystemClock
 from authz_server.core.decision import Decision, Reason
 from authz_server.core.errors import StoreUnavailable
 from authz_server.core.paths import canonical_path_problem
 from authz_server.core.request import RequestView
-from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.peer import Identity
 from authz_server.identity.resolve import IdentityFailure, IdentityResolver
 from authz_server.identity.x509 import CertificateVerifier
 from authz_server.policy.conditions.base import RequestContext
 from authz_server.policy.evaluate import Trace, evaluate_rules
-from authz_server.policy.model import Policy
-from authz_server.state.memory import MemoryStore
 from authz_server.state.store import Store
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """The policy and bundles one Check runs against; replaced whole on reload."""
-
-    policy: Policy
-    bundles: TrustBundles
-
-
 class Pipeline:
     def __init__(
         self,
+        store: Store,
+        *,
         verifier: CertificateVerifier | None = None,
         clock: Clock | None = None,
-        store: Store | None = None,
-        *,
-        stateful: bool = True,
     ) -> None:
+        #: Revocations, approvals and rate counters.
+        self.store = store
         self._identity = IdentityResolver(verifier or CertificateVerifier())
         self._clock = clock or SystemClock()
-        #: Revocations, approvals and rate counters (SPEC §9); memory unless shared.
-        self.store: Store = store if store is not None else MemoryStore(self._clock)
-        #: False: rate limits and approvals are listed, never evaluated (explain, replay).
-        self.stateful = stateful
 
     async def evaluate(
         self, view: RequestView, snapshot: Snapshot, trace: Trace | None = None
@@ -86,7 +73,7 @@ class Pipeline:
             body=view.body,
             spiffe_id=spiffe_id,
             now=now,
-            store=self.store if self.stateful else None,
+            store=self.store,
         )
         verdict = await evaluate_rules(policy, ctx, trace)
 
@@ -176,4 +163,4 @@ class Pipeline:
         )
 
 
-__all__ = ["Identity", "Pipeline", "Snapshot"]
+__all__ = ["Identity", "Pipeline"]

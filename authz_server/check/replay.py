@@ -1,9 +1,9 @@
 """Replay recorded decisions against a candidate policy (`authz-server replay`).
 
 Each decision record is turned back into a request (principal, method, host, path) and
-evaluated by the real `Pipeline` at the moment it was recorded, with the principal taken
-as already verified, as `authz-server check` does. The result is compared with what was
-recorded: decision, reason, rule and dry-run flag.
+decided offline (`offline.decide_offline`, as `authz-server check` decides) at the moment
+it was recorded: the principal taken as already verified, on empty state. The result is
+compared with what was recorded: decision, reason, rule and dry-run flag.
 
 Records of the AuthZEN API (`api: authzen`) are replayed the same way, with the caller
 that vouched for the principal (`vouched_by`): a candidate policy that no longer lists
@@ -15,7 +15,8 @@ What an audit record does not hold, replay cannot judge exactly:
   conditions on them see nothing; the certificate is not recorded, so certificate
   verification is not replayed and `require_certificate` is only applied to requests
   that were denied `certificate_required` (they came without one);
-- state is not replayed: approvals, rate counters and admin revocations.
+- state is not replayed: approvals, rate counters and admin revocations. Each record is
+  decided on empty state, so a rate limit admits it and an approval is still required.
 
 So a difference is *uncertain* when the recorded reason depended on state or unrecorded
 input, or the candidate's reason does (see `_UNCERTAIN_*`); it is listed apart, and only
@@ -30,12 +31,13 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from authz_server.audit.log import MARKER
-from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.offline import decide_offline, offline_snapshot
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.decision import Decision, Reason
 from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
@@ -121,16 +123,6 @@ class ReplayReport:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
-class _ReplayClock:
-    """The recorded moment of the decision being replayed."""
-
-    def __init__(self) -> None:
-        self.at = datetime.now(UTC)
-
-    def now(self) -> datetime:
-        return self.at
-
-
 def _recorded(record: dict[str, Any]) -> Outcome:
     return Outcome(
         str(record.get("decision")),
@@ -168,9 +160,8 @@ def replay_audit(policy: Policy, paths: Sequence[str | Path]) -> ReplayReport:
 async def _replay(policy: Policy, paths: Sequence[str | Path]) -> ReplayReport:
     # The principal stands for an identity that was verified when the request was made;
     # only requests that came without a certificate are held to `require_certificate`.
-    relaxed = dataclasses.replace(policy, identity=policy.identity.offline())
     snapshots = {
-        False: Snapshot(relaxed, TrustBundles.empty()),
+        False: offline_snapshot(policy),
         True: Snapshot(
             dataclasses.replace(
                 policy, identity=dataclasses.replace(policy.identity, sources=("peer",))
@@ -178,10 +169,8 @@ async def _replay(policy: Policy, paths: Sequence[str | Path]) -> ReplayReport:
             TrustBundles.empty(),
         ),
     }
-    clock = _ReplayClock()
-    # No state is replayed: rate limits and approvals are not evaluated (they count as
-    # holding), and a rule that has them makes any difference uncertain.
-    pipeline = Pipeline(clock=clock, stateful=False)
+    # No state is replayed: each record is decided on empty state, and a rule with a rate
+    # limit or an approval makes any difference uncertain.
     report = ReplayReport()
     for path in paths:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -197,7 +186,7 @@ async def _replay(policy: Policy, paths: Sequence[str | Path]) -> ReplayReport:
                 if why is not None:
                     report.skipped[why] += 1
                     continue
-                clock.at = datetime.fromisoformat(record["time"])
+                at = datetime.fromisoformat(record["time"])
                 view = RequestView(
                     method=record["method"],
                     host=record.get("host") or "",
@@ -207,7 +196,7 @@ async def _replay(policy: Policy, paths: Sequence[str | Path]) -> ReplayReport:
                     vouched_by=_vouched_by(record),
                 )
                 no_certificate = record["reason"] == Reason.CERTIFICATE_REQUIRED
-                decision = await pipeline.evaluate(view, snapshots[no_certificate])
+                decision = await decide_offline(snapshots[no_certificate], view, at)
                 _compare(report, policy, str(path), number, record, decision)
     return report
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf.message import DecodeError
 
 from authz_server.audit.log import AuditLog, audit_record
-from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.pipeline import Pipeline
 from authz_server.check.response import render_response_bytes
+from authz_server.check.snapshot import Snapshot, SnapshotHolder
 from authz_server.core.decision import Decision, Reason
 from authz_server.core.errors import RequestError
 from authz_server.core.request import RequestView, connection_view, view_from_check_request
@@ -27,13 +27,6 @@ from authz_server.telemetry.metrics import NULL_OBSERVER, DecisionObserver
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
-
-
-class SnapshotHolder:
-    """The snapshot in force; replaced whole, read once per Check."""
-
-    def __init__(self, snapshot: Snapshot | None = None) -> None:
-        self.snapshot = snapshot
 
 
 class CheckService:
@@ -101,9 +94,6 @@ class CheckService:
                 return view, await self.pipeline.authenticate_connection(view, snapshot)
             return None, Decision(False, error.reason)
         return view, await self.pipeline.evaluate(view, snapshot)
-
-    async def check(self, data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        return await self.check_bytes(data)
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(

@@ -16,7 +16,13 @@ import json
 import sys
 from pathlib import Path
 
-from authz_server.check.offline import OfflineRequest, decide_offline, offline_policy, parse_at
+from authz_server.check.offline import (
+    OfflineRequest,
+    decide_offline,
+    offline_policy,
+    offline_snapshot,
+    parse_at,
+)
 from authz_server.core.clock import SystemClock
 from authz_server.core.decision import Decision, Reason
 from authz_server.core.errors import ConfigError, IdentityError
@@ -48,7 +54,8 @@ def run_check(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     policy = load_policy(args.policy)  # a policy that does not load: exit 1 (`cli.main`)
     trace = Trace() if args.explain else None
-    decision = asyncio.run(decide_offline(policy, request, trace))
+    snapshot = offline_snapshot(policy)
+    decision = asyncio.run(decide_offline(snapshot, request.view(), request.at, trace))
     output: dict[str, object] = {
         "decision": decision.verdict,
         "reason": decision.reason.value,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 import select
 import sys
@@ -20,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from authz_server import __version__
+from authz_server.admin import cli as admin_cli
+from authz_server.cli import audit as audit_cli
 from authz_server.cli.env import apply_environment, environment_error
 from authz_server.cli.parser import CommandParser, environment_epilog, walk_parsers
 from authz_server.cli.serve import add_serve, run_serve
 from authz_server.core.errors import AuthzError, ConfigError, PolicyError
 from authz_server.policy.load import load_policy
-from authz_server.tools import lint_envoy
+from authz_server.tools import envoy_render, lint_envoy, policy_tests
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -85,9 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     lint = commands.add_parser("lint-envoy", help="check an Envoy config for required settings")
     lint_envoy.add_arguments(lint)
 
-    for module_name in _FEATURE_COMMANDS:
-        module = importlib.import_module(module_name)
-        _COMMANDS.update(module.add_commands(commands))
+    # Commands defined beside their feature.
+    _COMMANDS.update(admin_cli.add_commands(commands))
+    _COMMANDS.update(audit_cli.add_commands(commands))
+    _COMMANDS.update(envoy_render.add_commands(commands))
+    _COMMANDS.update(policy_tests.add_commands(commands))
     for command in walk_parsers(parser):
         apply_environment(command)
         env_help = environment_epilog(command)
@@ -254,15 +257,6 @@ def _lint_envoy(args: argparse.Namespace) -> int:
 
 
 Handler = Callable[[argparse.Namespace], int]
-
-#: Modules that define commands beside their feature: each has
-#: `add_commands(subparsers) -> dict[str, Handler]`.
-_FEATURE_COMMANDS: tuple[str, ...] = (
-    "authz_server.admin.cli",
-    "authz_server.cli.audit",
-    "authz_server.tools.envoy_render",
-    "authz_server.check.offline",
-)
 
 _COMMANDS: dict[str, Handler] = {
     "serve": _serve,

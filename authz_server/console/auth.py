@@ -26,7 +26,7 @@ from aiohttp import web
 
 from authz_server.admin.auth import Caller, Refused, authenticate
 from authz_server.admin.operations import AdminOperations
-from authz_server.check.pipeline import Snapshot
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.clock import Clock, SystemClock
 
 __all__ = [

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from authz_server.admin.address import listen_host
 from authz_server.admin.operations import AdminOperations
-from authz_server.check.pipeline import Snapshot
+from authz_server.check.snapshot import Snapshot
 from authz_server.console.app import build_console
 from authz_server.console.auth import ConsoleAuthenticator
 from authz_server.core.clock import Clock

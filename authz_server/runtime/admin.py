@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from authz_server.admin.server import AdminServer, start_admin_server
 from authz_server.admin.service import PolicyStatus, pipeline_explain, policy_approvers
-from authz_server.check.pipeline import Snapshot
+from authz_server.check.snapshot import Snapshot
 from authz_server.policy.model import PrincipalMatcher
 from authz_server.runtime.reload import LiveState
 from authz_server.runtime.settings import Settings
@@ -87,7 +87,7 @@ async def start_admin_beside(
         insecure_local=settings.admin_insecure_local,
         store=store,
         snapshot_source=snapshot,
-        explain=pipeline_explain(snapshot, store),
+        explain=pipeline_explain(snapshot),
         approvers_for=approvers_for,
         policy_status=_policy_status(state),
         certificate=certificate,

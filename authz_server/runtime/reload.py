@@ -41,8 +41,7 @@ from typing import Any, Generic, TypeVar
 
 from cryptography import x509
 
-from authz_server.check.pipeline import Snapshot
-from authz_server.check.service import SnapshotHolder
+from authz_server.check.snapshot import Snapshot, SnapshotHolder
 from authz_server.core.errors import AuthzError, PolicyError
 from authz_server.identity.bundle_json import JwtAuthority
 from authz_server.identity.bundles import DomainBundle, TrustBundles

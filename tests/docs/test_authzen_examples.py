@@ -24,8 +24,8 @@ import pytest
 
 from authz_server.audit.log import MemoryAudit
 from authz_server.authzen import AuthzenServer, AuthzenService, start_authzen
-from authz_server.check.pipeline import Pipeline, Snapshot
-from authz_server.check.service import SnapshotHolder
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.snapshot import Snapshot, SnapshotHolder
 from authz_server.identity.bundles import load_pem_bundles
 from authz_server.policy.load import load_policy
 from authz_server.state.memory import MemoryStore

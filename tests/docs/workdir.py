@@ -14,7 +14,7 @@ from pathlib import Path
 
 from authz_server.audit.format import audit_record
 from authz_server.audit.log import AuditLog
-from authz_server.check.offline import OfflineRequest, decide_offline
+from authz_server.check.offline import OfflineRequest, decide_offline, offline_snapshot
 from authz_server.policy.load import load_policy
 from tests.docs.pages import DOCS, ROOT, named_files
 
@@ -43,12 +43,9 @@ def _getting_started_audit_log(workdir: Path) -> None:
     log = AuditLog(str(workdir / "audit.jsonl"))
     try:
         for request in requests:
-            decision = asyncio.run(decide_offline(policy, request))
-            log.record(
-                audit_record(
-                    decision, request.view(), policy_version=policy.version, latency_us=250
-                )
-            )
+            view = request.view()
+            decision = asyncio.run(decide_offline(offline_snapshot(policy), view))
+            log.record(audit_record(decision, view, policy_version=policy.version, latency_us=250))
     finally:
         log.close()
 

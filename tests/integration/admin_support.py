@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from authz_server.admin.server import AdminServer, start_admin_server
 from authz_server.admin.service import SERVICE_NAME, PolicyStatus, pipeline_explain
-from authz_server.check.pipeline import Snapshot
+from authz_server.check.snapshot import Snapshot
 from authz_server.identity.bundles import TrustBundles
 from authz_server.policy.load import load_policy_text
 from authz_server.policy.patterns import compile_principal_pattern

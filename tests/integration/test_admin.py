@@ -9,7 +9,7 @@ import pytest
 
 from authz_server.admin import authz_admin_pb2 as pb
 from authz_server.admin.server import AdminServer
-from authz_server.check.pipeline import Snapshot
+from authz_server.check.snapshot import Snapshot
 from authz_server.state.memory import MemoryStore
 from authz_server.state.redis import RedisStore
 from authz_server.state.store import ApprovalState

@@ -8,7 +8,7 @@ import pytest
 
 from authz_server.admin.server import AdminServer, start_admin_server
 from authz_server.admin.service import pipeline_explain
-from authz_server.check.pipeline import Snapshot
+from authz_server.check.snapshot import Snapshot
 from authz_server.cli.main import main
 from authz_server.core.errors import ConfigError
 from authz_server.identity.bundles import TrustBundles

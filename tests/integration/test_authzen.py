@@ -25,8 +25,9 @@ from envoy.service.auth.v3 import external_auth_pb2
 
 from authz_server.audit.log import MemoryAudit
 from authz_server.authzen import AuthzenServer, AuthzenService, Limits, start_authzen
-from authz_server.check.pipeline import Pipeline, Snapshot
-from authz_server.check.service import CheckService, SnapshotHolder
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.service import CheckService
+from authz_server.check.snapshot import Snapshot, SnapshotHolder
 from authz_server.identity.bundles import TrustBundles
 from authz_server.policy.load import load_policy_text
 from authz_server.state.memory import MemoryStore
@@ -173,7 +174,7 @@ async def test_same_decision_as_a_check(rig: Rig, case: Case) -> None:
     assert status == 200
 
     check_audit = MemoryAudit()
-    check = CheckService(Pipeline(), SnapshotHolder(rig.holder.snapshot), check_audit)
+    check = CheckService(Pipeline(MemoryStore()), SnapshotHolder(rig.holder.snapshot), check_audit)
     http = case.http
     request = make_check_request(
         method=http.method,
@@ -358,7 +359,7 @@ async def test_insecure_local_plaintext_on_loopback() -> None:
     audit = MemoryAudit()
     holder = SnapshotHolder(Snapshot(load_policy_text(POLICY), TrustBundles.empty()))
     server = await start_authzen(
-        "127.0.0.1:0", AuthzenService(Pipeline(), holder, audit), insecure_local=True
+        "127.0.0.1:0", AuthzenService(Pipeline(MemoryStore()), holder, audit), insecure_local=True
     )
     try:
         base = f"http://127.0.0.1:{server.port}"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.decision import Reason
 from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles

@@ -16,11 +16,13 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.request import RequestView
 from authz_server.policy.evaluate import Trace
 from authz_server.runtime.server import RunningServer, start_server
 from authz_server.runtime.settings import Settings
+from authz_server.state.memory import MemoryStore
 from authz_server.tools import devcerts
 from authz_server.tools.stack import free_port
 from tests.integration.support import (
@@ -225,7 +227,7 @@ class GatedPipeline(Pipeline):
     """Holds every evaluation until the test opens the gate."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(MemoryStore())  # replaced by the server's store
         self.entered = asyncio.Event()
         self.gate = asyncio.Event()
 

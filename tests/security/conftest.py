@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from authz_server.audit.log import MemoryAudit
-from authz_server.check.pipeline import Pipeline, Snapshot
-from authz_server.check.service import CheckService, SnapshotHolder
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.service import CheckService
+from authz_server.check.snapshot import Snapshot, SnapshotHolder
 from authz_server.identity.bundles import load_pem_bundles
 from authz_server.policy.load import load_policy_text
+from authz_server.state.memory import MemoryStore
 from authz_server.tools import stack
 from tests.e2e import harness
 from tests.security import corpus
@@ -34,7 +36,9 @@ def check_service(identities: Identities) -> CheckService:
     """The real Check service on the corpus policy, auditing into memory."""
     policy = load_policy_text(corpus.POLICY)
     bundles = load_pem_bundles({"example.org": identities.ca, "partner.org": identities.partner_ca})
-    return CheckService(Pipeline(), SnapshotHolder(Snapshot(policy, bundles)), MemoryAudit())
+    return CheckService(
+        Pipeline(MemoryStore()), SnapshotHolder(Snapshot(policy, bundles)), MemoryAudit()
+    )
 
 
 @dataclass

@@ -33,8 +33,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from authz_server.audit.log import MemoryAudit
-from authz_server.check.pipeline import Pipeline, Snapshot
-from authz_server.check.service import CheckService, SnapshotHolder
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.service import CheckService
+from authz_server.check.snapshot import Snapshot, SnapshotHolder
 from authz_server.core.clock import FixedClock
 from authz_server.core.decision import STATUS_BY_REASON, Reason
 from authz_server.core.errors import IdentityError, PolicyError
@@ -44,6 +45,7 @@ from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from authz_server.policy.load import load_policy, load_policy_text
 from authz_server.policy.model import Policy
+from authz_server.state.memory import MemoryStore
 from tests.security import corpus
 from tests.security.properties_strategies import (
     ADVERSARIAL_IDS,
@@ -105,7 +107,7 @@ def _load(text: str) -> Policy | PolicyError:
 
 
 async def _decide_all(policy: Policy, requests: list[RequestView]) -> list[tuple[object, ...]]:
-    pipeline = Pipeline(clock=AT)
+    pipeline = Pipeline(MemoryStore(AT), clock=AT)
     snapshot = Snapshot(policy, TrustBundles.empty())
     out: list[tuple[object, ...]] = []
     for view in requests:
@@ -274,7 +276,7 @@ OPEN_RULE = """\
 def _service() -> CheckService:
     policy = load_policy_text(corpus.POLICY + OPEN_RULE)
     holder = SnapshotHolder(Snapshot(policy, TrustBundles.empty()))
-    return CheckService(Pipeline(), holder, MemoryAudit())
+    return CheckService(Pipeline(MemoryStore()), holder, MemoryAudit())
 
 
 _SERVICE = _service()

@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 
 from authz_server.audit.log import AuditLog
-from authz_server.check.pipeline import Pipeline, Snapshot
-from authz_server.check.service import CheckService, SnapshotHolder
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.service import CheckService
+from authz_server.check.snapshot import Snapshot, SnapshotHolder
 from authz_server.cli import main as cli
 from authz_server.identity.bundles import TrustBundles
 from authz_server.policy.load import load_policy_text
+from authz_server.state.memory import MemoryStore
 from tests.conftest import make_check_request
 
 FRONTEND = "spiffe://example.org/ns/shop/sa/frontend"
@@ -56,7 +58,7 @@ REQUESTS: list[tuple[str, dict[str, Any]]] = [
 async def _decide_all(audit: AuditLog) -> None:
     policy = load_policy_text(POLICY)
     service = CheckService(
-        Pipeline(), SnapshotHolder(Snapshot(policy, TrustBundles.empty())), audit
+        Pipeline(MemoryStore()), SnapshotHolder(Snapshot(policy, TrustBundles.empty())), audit
     )
     for _, fields in REQUESTS:
         await service.check_bytes(make_check_request(**fields).SerializeToString())

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.clock import FixedClock
 from authz_server.core.decision import Reason
 from authz_server.core.request import RequestView, view_from_check_request
 from authz_server.identity.bundles import load_pem_bundles
 from authz_server.policy.load import load_policy_text
+from authz_server.state.memory import MemoryStore
 from authz_server.tools import devcerts
 from tests.conftest import make_check_request
 
@@ -70,7 +72,7 @@ def _decide(
 ):  # type: ignore[no-untyped-def]
     policy = load_policy_text(POLICY.format(require=str(require).lower(), default=default))
     snapshot = Snapshot(policy, pki["bundles"])  # type: ignore[arg-type]
-    return asyncio.run(Pipeline(clock=FixedClock(NOW)).evaluate(view, snapshot))
+    return asyncio.run(Pipeline(MemoryStore(), clock=FixedClock(NOW)).evaluate(view, snapshot))
 
 
 def _view(path: str = "/open/x", principal: str = "", certificate: str = "") -> RequestView:
@@ -189,7 +191,7 @@ def test_body_conditions_from_either_check_request_field(
     """Envoy's `raw_body` (pack_as_bytes) and `body` (UTF-8 string) are judged alike."""
     snapshot = Snapshot(load_policy_text(BODY_POLICY), load_pem_bundles({}))
     view = _body_request(field, body, headers)
-    decision = asyncio.run(Pipeline(clock=FixedClock(at)).evaluate(view, snapshot))
+    decision = asyncio.run(Pipeline(MemoryStore(), clock=FixedClock(at)).evaluate(view, snapshot))
     assert decision.reason is reason
     assert decision.rule == "transfers"
 
@@ -199,7 +201,9 @@ def test_the_pipeline_clock_is_the_schedule_clock() -> None:
     snapshot = Snapshot(load_policy_text(BODY_POLICY), load_pem_bundles({}))
     view = _body_request("raw_body", b'{"amount": 1, "destination": {"country": "FR"}}')
     thursday = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)  # 10:30 in Berlin
-    decision = asyncio.run(Pipeline(clock=FixedClock(thursday)).evaluate(view, snapshot))
+    decision = asyncio.run(
+        Pipeline(MemoryStore(), clock=FixedClock(thursday)).evaluate(view, snapshot)
+    )
     assert decision.allowed
 
 
@@ -224,7 +228,7 @@ def test_dry_run_decision_names_the_granting_rule_upstream(pki: dict[str, object
 
     snapshot = Snapshot(load_policy_text(DRY_RUN_POLICY), pki["bundles"])  # type: ignore[arg-type]
     view = _view("/open/frozen", ALICE)
-    decision = asyncio.run(Pipeline(clock=FixedClock(NOW)).evaluate(view, snapshot))
+    decision = asyncio.run(Pipeline(MemoryStore(), clock=FixedClock(NOW)).evaluate(view, snapshot))
     assert (decision.verdict, decision.reason, decision.rule) == (
         "deny",
         Reason.DENIED_BY_RULE,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.clock import FixedClock
 from authz_server.core.decision import Reason
 from authz_server.core.request import RequestView

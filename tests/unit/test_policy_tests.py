@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from authz_server.check.offline import run_tests
 from authz_server.cli import main as cli
+from authz_server.tools.policy_tests import run_tests
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -10,8 +10,8 @@ from authz_server.audit.log import MemoryAudit
 from authz_server.authzen.caller import CallerAuthenticator
 from authz_server.authzen.decide import AuthzenService
 from authz_server.authzen.handlers import AuthzenHandler, Reply
-from authz_server.check.pipeline import Pipeline, Snapshot
-from authz_server.check.service import SnapshotHolder
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.snapshot import Snapshot, SnapshotHolder
 from authz_server.identity.bundles import TrustBundles
 from authz_server.policy.load import load_policy_text
 from authz_server.state.memory import MemoryStore

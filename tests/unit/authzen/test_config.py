@@ -13,9 +13,10 @@ from authz_server.authzen import AuthzenService, start_authzen
 from authz_server.authzen.server import parse_listen
 from authz_server.authzen.wellknown import check_public_url, configuration, request_base_url
 from authz_server.check.pipeline import Pipeline
-from authz_server.check.service import SnapshotHolder
+from authz_server.check.snapshot import SnapshotHolder
 from authz_server.core.errors import ConfigError, PolicyError
 from authz_server.policy.load import load_policy, load_policy_text
+from authz_server.state.memory import MemoryStore
 from authz_server.transport.tls import TlsCredentials, placeholder_certificate
 from tests.unit.authzen.support import make_rig
 
@@ -37,7 +38,7 @@ HEADER = "version: 1\nidentity:\n  trust_domains: [example.org]\n"
 async def test_refused_before_binding(
     listen: str, insecure_local: bool, tls: bool, message: str
 ) -> None:
-    service = AuthzenService(Pipeline(), SnapshotHolder(), make_rig(HEADER).audit)
+    service = AuthzenService(Pipeline(MemoryStore()), SnapshotHolder(), make_rig(HEADER).audit)
     credentials = TlsCredentials(placeholder_certificate()) if tls else None
     with pytest.raises(ConfigError, match=message):
         await start_authzen(listen, service, credentials=credentials, insecure_local=insecure_local)

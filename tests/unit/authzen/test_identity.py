@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.decision import Decision, Reason
 from authz_server.core.request import LOCAL_PEP, RequestView
 from authz_server.identity.bundles import TrustBundles

@@ -18,8 +18,8 @@ from cryptography import x509
 
 from authz_server.admin.operations import AdminOperations
 from authz_server.admin.service import policy_approvers
-from authz_server.check.pipeline import Pipeline, Snapshot
-from authz_server.check.service import SnapshotHolder
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.snapshot import Snapshot, SnapshotHolder
 from authz_server.console.server import ConsoleServer, start_console
 from authz_server.core.decision import Decision
 from authz_server.core.request import RequestView

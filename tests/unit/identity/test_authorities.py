@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from authz_server.check.service import SnapshotHolder
+from authz_server.check.snapshot import SnapshotHolder
 from authz_server.identity.authorities import authority_problem, authority_warnings
 from authz_server.identity.bundles import DomainBundle, TrustBundles, load_bundles
 from authz_server.policy.load import load_policy_text

@@ -13,7 +13,8 @@ import pytest
 
 from authz_server.audit.log import audit_record
 from authz_server.check.offline import offline_policy
-from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.clock import FixedClock
 from authz_server.core.decision import Decision, Reason
 from authz_server.core.request import RequestView
@@ -21,6 +22,7 @@ from authz_server.identity.resolve import SOURCES, XFCC_SPOOFING, IdentityFailur
 from authz_server.identity.x509 import CertificateVerifier
 from authz_server.policy import identity_sources
 from authz_server.policy.load import load_policy_text
+from authz_server.state.memory import MemoryStore
 from authz_server.telemetry.metrics import Metrics
 from tests.unit.identity.sources_support import (
     ADMIN,
@@ -176,7 +178,9 @@ rules:
 
 def _decide(world: World, call: Call) -> Decision:
     snapshot = Snapshot(load_policy_text(POLICY), world.bundles)
-    return asyncio.run(Pipeline(clock=FixedClock(NOW)).evaluate(call.view(world), snapshot))
+    return asyncio.run(
+        Pipeline(MemoryStore(), clock=FixedClock(NOW)).evaluate(call.view(world), snapshot)
+    )
 
 
 def test_pipeline_records_the_forwarded_identity(world: World) -> None:
@@ -233,7 +237,7 @@ def test_offline_tools_take_the_principal_as_verified(world: World) -> None:
     """`check`/`test` describe the caller by principal, whatever sources the policy lists."""
     policy = load_policy_text(POLICY.replace("sources: [xfcc, peer]", "sources: [xfcc]"))
     view = RequestView(method="GET", host="h", path="/v1/orders", principal=FRONTEND)
-    pipeline = Pipeline(clock=FixedClock(NOW))
+    pipeline = Pipeline(MemoryStore(), clock=FixedClock(NOW))
     online = asyncio.run(pipeline.evaluate(view, Snapshot(policy, world.bundles)))
     assert online.reason is Reason.NO_IDENTITY
     offline = asyncio.run(pipeline.evaluate(view, Snapshot(offline_policy(policy), world.bundles)))

@@ -11,7 +11,8 @@ import pytest
 
 from authz_server.admin.auth import Caller, Refused
 from authz_server.admin.operations import AdminOperations
-from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.decision import Decision, Reason
 from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles

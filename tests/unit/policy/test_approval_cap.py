@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.decision import Reason
 from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from authz_server.check.pipeline import Pipeline, Snapshot
+from authz_server.check.pipeline import Pipeline
+from authz_server.check.snapshot import Snapshot
 from authz_server.core.decision import Decision, Reason
 from authz_server.core.errors import StoreUnavailable
 from authz_server.core.request import RequestView
@@ -284,24 +285,6 @@ async def test_store_failure_fails_closed(
     assert decision.reason is reason
     if reason is Reason.INTERNAL_ERROR:
         assert decision.http_status == 503
-
-
-async def test_without_stateful_nothing_is_touched(clock: ManualClock, store: MemoryStore) -> None:
-    """Explain mode lists stateful conditions as not_evaluated and creates no state."""
-    decide = Decide(Pipeline(clock=clock, store=store, stateful=False), load_policy_text(POLICY))
-    trace = Trace()
-    decision = await decide(trace=trace)
-    assert decision.allowed
-    (step,) = [s for s in trace.steps if s["rule"] == "publish"]
-    (condition,) = step["conditions"]  # type: ignore[misc]
-    assert condition["outcome"] == "not_evaluated"
-    approval_id = action_fingerprint(
-        AGENT, "POST", "api.internal", "/v1/releases/7", "", b'{"tag":"v7"}'
-    )
-    assert approval_id in condition["detail"]
-    assert await store.list_approvals() == []
-    for _ in range(5):
-        assert (await decide(path="/v1/transfers")).allowed
 
 
 OPEN_RELEASES = """\

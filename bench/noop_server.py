@@ -1,7 +1,7 @@
 """A do-nothing `Authorization` server: the ceiling authz-server is measured against.
 
 It is authz-server's own grpc.aio stack with the work taken out: the same server options
-(`authz_server.runtime.server._GRPC_OPTIONS`), the same raw-bytes generic handler shape as
+(`authz_server.runtime.wiring.GRPC_OPTIONS`), the same raw-bytes generic handler shape as
 `CheckService` (an `async def` taking and returning bytes, no deserializer), health and
 reflection registered the same way. `Check` never reads the request and returns one
 precomputed OK `CheckResponse`, so the difference between the two servers is exactly
@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from authz_server.check.service import SERVICE_NAME
-from authz_server.runtime.server import _GRPC_OPTIONS
+from authz_server.runtime.wiring import GRPC_OPTIONS
 
 __all__ = ["OK_RESPONSE", "NoopService", "RunningNoop", "start_noop_server"]
 
@@ -60,7 +60,7 @@ class RunningNoop:
 async def start_noop_server(listen: str) -> RunningNoop:
     """Bind `listen` (port 0 picks one), start, and report SERVING."""
     service = NoopService()
-    server = grpc.aio.server(options=_GRPC_OPTIONS)
+    server = grpc.aio.server(options=GRPC_OPTIONS)
     server.add_generic_rpc_handlers((service.handler(),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -35,10 +35,10 @@ from authz_server.check.snapshot import SnapshotHolder
 from authz_server.console.server import console_certificate
 from authz_server.core.errors import ConfigError
 from authz_server.identity.bundles import DomainBundle, load_bundles
+from authz_server.identity.patterns import compile_principal_pattern
 from authz_server.notify.notifier import Notifier
 from authz_server.policy.load import load_policy
 from authz_server.policy.model import Policy
-from authz_server.policy.patterns import compile_principal_pattern
 from authz_server.runtime.reload import LiveState, Watch, fingerprint
 from authz_server.runtime.settings import Settings
 from authz_server.runtime.shared_state import require_shareable
@@ -55,11 +55,11 @@ from authz_server.transport.tls import (
     placeholder_certificate,
 )
 
-__all__ = ["Wiring", "runs_console", "wire"]
+__all__ = ["GRPC_OPTIONS", "Wiring", "runs_console", "wire"]
 
 log = logging.getLogger(__name__)
 
-_GRPC_OPTIONS = [
+GRPC_OPTIONS = [
     ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", 8 * 1024 * 1024),
     ("grpc.keepalive_permit_without_calls", 1),
@@ -236,9 +236,9 @@ def _grpc_server(
     if tls is not None:
         allowed = [compile_principal_pattern(p) for p in settings.allowed_callers]
         interceptors.append(CallerGuard(allowed, lambda: state.bundles, metrics))
-    options = _GRPC_OPTIONS
+    options = GRPC_OPTIONS
     if settings.worker is not None:  # the workers of `--workers N` share the port
-        options = [("grpc.so_reuseport", 1), *_GRPC_OPTIONS[1:]]
+        options = [("grpc.so_reuseport", 1), *GRPC_OPTIONS[1:]]
     server = grpc.aio.server(options=options, interceptors=interceptors)
     server.add_generic_rpc_handlers((service.handler(),))
     health_servicer = health.aio.HealthServicer()

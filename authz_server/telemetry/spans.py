@@ -28,7 +28,14 @@ from typing import Any, Protocol
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    set_span_in_context,
+)
 from opentelemetry.util.types import AttributeValue
 
 from authz_server.core.decision import Decision, Reason
@@ -38,7 +45,7 @@ from authz_server.telemetry.attributes import (
     TraceIds,
     decision_attributes,
 )
-from authz_server.telemetry.propagation import parent_context
+from authz_server.telemetry.propagation import extract_parent
 
 __all__ = [
     "NOOP",
@@ -59,7 +66,11 @@ _tracer: Tracer | None = None
 
 
 def install(new: Tracer | None) -> None:
-    """Make `new` the tracer of every Check from now on; None turns tracing off."""
+    """Make `new` the tracer of every Check from now on; None turns tracing off.
+
+    Its sampler must follow the parent's decision (`start_tracing` installs such a one):
+    a Check under an unsampled parent gets no span at all, not even a non-recording one.
+    """
     global _tracer
     _tracer = new
 
@@ -176,10 +187,15 @@ class _LiveCheckSpan:
     def __enter__(self) -> CheckSpan:
         try:
             metadata = self._metadata() if callable(self._metadata) else self._metadata
-            parent = parent_context(metadata, self._headers) or Context()
+            parent = extract_parent(metadata, self._headers)
+            if parent is not None and not parent.trace_flags.sampled:
+                # The sampler follows the parent (`start_tracing` installs a parent-based
+                # one): skip the SDK's non-recording span, there is nothing to record.
+                return NOOP
+            context = Context() if parent is None else set_span_in_context(NonRecordingSpan(parent))
             self._span = self._tracer.start_span(
                 SPAN_NAME,
-                context=parent,
+                context=context,
                 kind=SpanKind.SERVER,
                 attributes=RPC_ATTRIBUTES,
                 start_time=self._start,

@@ -10,9 +10,10 @@ Tracing is on when `--otlp-endpoint` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` /
 `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector (the flag wins), unless
 `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`. Only OTLP over gRPC is built in.
 Spans go to a `BatchSpanProcessor`: ending a span appends it to a bounded queue (full:
-the newest span is dropped, never the Check delayed) and a background thread exports
-batches, retrying with backoff. Sampling always follows the parent's decision
-(`ParentBased`); `OTEL_TRACES_SAMPLER`/`_ARG` choose for Checks without a parent.
+the span is dropped, never the Check delayed, and not logged: the exporter logs its
+failures) and a background thread exports batches, retrying with backoff. Sampling
+always follows the parent's decision (`ParentBased`); `OTEL_TRACES_SAMPLER`/`_ARG`
+choose for Checks without a parent.
 
 The SDK reads its other variables itself: `OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`,
 `_INSECURE`, `_CERTIFICATE`, `_CLIENT_KEY`, `_CLIENT_CERTIFICATE`, `_TIMEOUT`,
@@ -23,6 +24,7 @@ is a ConfigError at start, not a log line on the export thread and a silent defa
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Mapping
@@ -46,6 +48,10 @@ from authz_server.telemetry import spans
 from authz_server.telemetry.otlp_protos import otlp_protos_problem
 
 __all__ = ["DEFAULT_SERVICE_NAME", "Tracing", "TracingConfig", "start_tracing"]
+
+#: The SDK's batching logger: with the export queue full it would log one warning per
+#: dropped span, on the Check path (~15 µs each, filtered only after the record is made).
+_BATCHING_LOGGER = "opentelemetry.sdk._shared_internal"
 
 DEFAULT_SERVICE_NAME = "authz-server"
 FLAG = "--otlp-endpoint"
@@ -249,6 +255,8 @@ def start_tracing(config: TracingConfig, exporter: SpanExporter | None = None) -
     # No atexit hook: its shutdown would wait 30 s for an unreachable collector.
     provider = TracerProvider(resource=resource, sampler=config.sampler(), shutdown_on_exit=False)
     provider.add_span_processor(processor)
+    # Failed exports are still logged, by the exporter on its own thread.
+    logging.getLogger(_BATCHING_LOGGER).setLevel(logging.ERROR)
     tracing = Tracing(provider, exporter)
     spans.install(tracing.tracer)
     return tracing

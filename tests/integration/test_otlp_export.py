@@ -160,10 +160,12 @@ def closed_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def test_an_unreachable_collector_never_holds_up_a_check(closed_port: int) -> None:
+def test_an_unreachable_collector_never_holds_up_a_check(
+    closed_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
     """Ending a span only queues it: while the exporter is still retrying the first batch
     against a port that refuses connections, further Checks open and end their spans (and
-    overflow the small queue) without waiting; shutdown then stops the retries."""
+    overflow the small queue, silently) without waiting; shutdown then stops the retries."""
     endpoint = f"http://127.0.0.1:{closed_port}"
     exporter = WatchedExporter(endpoint)
     config = TracingConfig(
@@ -183,6 +185,8 @@ def test_an_unreachable_collector_never_holds_up_a_check(closed_port: int) -> No
                 span.set_decision(DENY, "v1")
                 assert current_ids() is not None
         assert not exporter.finished.is_set(), "the Checks above ran during one export"
+        dropped = [r for r in caplog.records if "Queue full" in r.getMessage()]
+        assert dropped == [], "a dropped span is logged on the Check path"
     finally:
         finished_in_time = tracing.shutdown(timeout_s=0.2)
         spans.install(None)

@@ -137,6 +137,8 @@ def test_children_nest_under_the_check(memory: Memory) -> None:
 def test_an_unsampled_parent_records_nothing(memory: Memory) -> None:
     with check_span([("traceparent", f"00-{TRACE}-{SPAN}-00")]) as span:
         assert span is NOOP
+        # Not even a non-recording span from the SDK: nothing is made for nothing.
+        assert not trace.get_current_span().get_span_context().is_valid
         assert current_ids() is None
         assert child("store.revoked") is NOOP
     assert finished(memory) == []

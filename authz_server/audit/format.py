@@ -17,12 +17,12 @@ from typing import Any
 
 from authz_server.core.decision import Decision
 from authz_server.core.request import RequestView
+from authz_server.state.fingerprint import body_digest
 
 __all__ = [
     "GENESIS",
     "MARKER",
     "audit_record",
-    "body_digest",
     "canonical_json",
     "chain_hash",
     "format_time",
@@ -32,10 +32,6 @@ __all__ = [
 GENESIS = "0" * 64
 #: The `type` of chain markers (restart, rotate, gap).
 MARKER = "chain"
-
-
-def body_digest(body: bytes | None) -> str | None:
-    return None if body is None else "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def audit_record(

@@ -36,7 +36,7 @@ __all__ = [
     "compile_path_template",
     "path_segments",
     "segment_key",
-    "split_path",
+    "segments_and_keys",
 ]
 
 # The common case in one C-level fullmatch: segments of RFC 3986 pchars without `%` or `;`
@@ -101,7 +101,7 @@ def path_segments(path: str) -> list[str]:
     return path[1:].split("/")
 
 
-def split_path(path: str) -> tuple[list[str], list[str]]:
+def segments_and_keys(path: str) -> tuple[list[str], list[str]]:
     """A canonical path's segments and their keys (the same list when no segment needs one)."""
     segments = path_segments(path)
     if _NEEDS_KEY.search(path) is None:

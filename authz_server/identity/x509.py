@@ -143,11 +143,6 @@ class CertificateVerifier:
         """Hits, misses and sizes of the verification cache."""
         return CacheInfo(self.hits, self.misses, self._maxsize, len(self._cache))
 
-    def cache_clear(self) -> None:
-        """Forget every cached result and reset the counters."""
-        self._cache.clear()
-        self.hits = self.misses = 0
-
 
 def _fingerprint(certificate: str, intermediates: Sequence[x509.Certificate]) -> str | bytes:
     # The field as received, not decoded: the same bytes always decode the same way, and

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from authz_server.core.paths import PathTemplate, compile_path_template, split_path
+from authz_server.core.paths import PathTemplate, compile_path_template, segments_and_keys
 from authz_server.policy.model import RouteMatch, Rule
 from authz_server.policy.patterns import HostPattern, compile_host_pattern, compile_method
 
@@ -164,7 +164,7 @@ class CompiledRouteIndex:
         """Add every match to `found`; return (host buckets walked, trie nodes visited)."""
         if host.endswith("."):
             host = host[:-1]  # `orders.internal.` is `orders.internal`: never a way around a rule
-        segments, keys = split_path(path)
+        segments, keys = segments_and_keys(path)
         visited = _walk(self._any_host, method, segments, keys, found)
         buckets = 1
         if (node := self._exact_hosts.get(host)) is not None:

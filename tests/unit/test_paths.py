@@ -13,7 +13,7 @@ from authz_server.core.paths import (
     canonical_path_problem,
     compile_path_template,
     segment_key,
-    split_path,
+    segments_and_keys,
 )
 
 UNRESERVED = re.compile(r"[A-Za-z0-9._~-]")
@@ -320,7 +320,7 @@ def test_segment_key(segment: str, key: str) -> None:
     assert segment_key(segment) == key
 
 
-def test_split_path_reuses_segments_when_no_key_differs() -> None:
+def test_segments_and_keys_reuses_segments_when_no_key_differs() -> None:
     """The common path costs no key computation at all."""
-    segments, keys = split_path("/v1/orders/42")
+    segments, keys = segments_and_keys("/v1/orders/42")
     assert segments == ["v1", "orders", "42"] and keys is segments

@@ -29,9 +29,10 @@ from cryptography import x509
 
 from authz_server.core.errors import IdentityError, StoreUnavailable, quote
 from authz_server.identity.bundles import TrustBundles
+from authz_server.identity.patterns import PrincipalMatcher
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.identity.x509 import check_svid_leaf, verify_svid
-from authz_server.policy.model import Policy, PrincipalMatcher
+from authz_server.policy.model import Policy
 from authz_server.state.store import Store
 
 __all__ = [

@@ -27,8 +27,8 @@ from authz_server.admin.auth import (
     check_not_revoked,
 )
 from authz_server.core.errors import quote
-from authz_server.policy.model import Policy, PrincipalMatcher
-from authz_server.policy.patterns import compile_principal_pattern
+from authz_server.identity.patterns import PrincipalMatcher, compile_principal_pattern
+from authz_server.policy.model import Policy
 from authz_server.state.events import ApprovalEvent, EventType
 from authz_server.state.store import ApprovalRecord, DecideOutcome, Revocation, Store
 

@@ -31,9 +31,10 @@ from authz_server.core.clock import Clock, SystemClock
 from authz_server.core.decision import Decision
 from authz_server.core.errors import StoreUnavailable
 from authz_server.core.request import RequestView, normalize_host, split_path
+from authz_server.identity.patterns import PrincipalMatcher
 from authz_server.policy.conditions.approval import ApprovalCondition
 from authz_server.policy.evaluate import Trace
-from authz_server.policy.model import Policy, PrincipalMatcher
+from authz_server.policy.model import Policy
 from authz_server.state.store import ApprovalRecord, Revocation, Store
 
 __all__ = [

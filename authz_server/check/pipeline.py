@@ -20,7 +20,7 @@ from authz_server.core.decision import Decision, Reason
 from authz_server.core.errors import StoreUnavailable
 from authz_server.core.paths import canonical_path_problem
 from authz_server.core.request import RequestView
-from authz_server.identity.peer import Identity
+from authz_server.identity.model import Identity
 from authz_server.identity.resolve import IdentityFailure, IdentityResolver
 from authz_server.identity.x509 import CertificateVerifier
 from authz_server.policy.conditions.base import RequestContext

@@ -48,9 +48,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from authz_server.core.decision import Reason
 from authz_server.core.errors import IdentityError, quote
 from authz_server.identity.bundles import TrustBundles
-from authz_server.identity.peer import Identity
+from authz_server.identity.model import Identity, IdentityConfig
 from authz_server.identity.spiffe_id import SpiffeId, parse_workload_id
-from authz_server.policy.model import IdentityConfig
 
 __all__ = [
     "ALGORITHMS",

@@ -10,31 +10,19 @@ certificate carrying it would fail the leaf rules with `certificate_invalid` any
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from authz_server.core.decision import Reason
 from authz_server.core.errors import IdentityError, quote
 from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
-from authz_server.identity.spiffe_id import SpiffeId, parse_workload_id
+from authz_server.identity.model import Identity, IdentityConfig, check_not_denied
+from authz_server.identity.spiffe_id import parse_workload_id
 from authz_server.identity.x509 import CertificateVerifier
-from authz_server.policy.model import IdentityConfig
 
-__all__ = ["SOURCE_PEER", "Identity", "PeerIdentity", "check_not_denied"]
+__all__ = ["SOURCE_PEER", "PeerIdentity"]
 
 SOURCE_PEER = "peer"
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """A caller whose SPIFFE ID passed every check of SPEC §4.2."""
-
-    spiffe_id: SpiffeId
-    #: Which source established it: "peer", "xfcc" or "jwt_svid" (the audit's identity_source).
-    source: str
-    #: True when a certificate was presented and chained to its trust domain's bundle.
-    certificate_verified: bool
 
 
 class PeerIdentity:
@@ -71,12 +59,3 @@ class PeerIdentity:
             )
         check_not_denied(spiffe_id, config)
         return Identity(spiffe_id, SOURCE_PEER, verified)
-
-
-def check_not_denied(spiffe_id: SpiffeId, config: IdentityConfig) -> None:
-    """Raise `IdentityError(revoked)` when `identity.deny` lists `spiffe_id`, from any source."""
-    for pattern in config.deny:
-        if pattern.match(spiffe_id) is not None:
-            raise IdentityError(
-                Reason.REVOKED, f"{spiffe_id} is denied by identity.deny {quote(pattern.text)}"
-            )

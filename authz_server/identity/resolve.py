@@ -42,12 +42,13 @@ from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.jwt_svid import HEADER as AUTHORIZATION
 from authz_server.identity.jwt_svid import SOURCE_JWT_SVID, JwtSvidVerifier, bearer_token
-from authz_server.identity.peer import SOURCE_PEER, Identity, PeerIdentity, check_not_denied
+from authz_server.identity.model import Identity, IdentityConfig, check_not_denied
+from authz_server.identity.patterns import PrincipalMatcher
+from authz_server.identity.peer import SOURCE_PEER, PeerIdentity
 from authz_server.identity.vouched import SOURCE_AUTHZEN, vouched_identity
 from authz_server.identity.x509 import CertificateVerifier
 from authz_server.identity.xfcc import HEADER as XFCC
 from authz_server.identity.xfcc import SOURCE_XFCC, XfccError, forwarded_identity, parse_xfcc
-from authz_server.policy.model import IdentityConfig, PrincipalMatcher
 
 __all__ = [
     "SOURCES",

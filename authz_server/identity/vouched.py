@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from authz_server.core.decision import Reason
 from authz_server.core.errors import IdentityError, quote
 from authz_server.core.request import LOCAL_PEP, RequestView
-from authz_server.identity.peer import Identity, check_not_denied
+from authz_server.identity.model import Identity, IdentityConfig, check_not_denied
+from authz_server.identity.patterns import PrincipalMatcher
 from authz_server.identity.spiffe_id import SpiffeId, parse_spiffe_id
-from authz_server.policy.model import IdentityConfig, PrincipalMatcher
 
 __all__ = ["SOURCE_AUTHZEN", "vouched_identity"]
 

@@ -52,10 +52,9 @@ from cryptography import x509
 from authz_server.core.decision import Reason
 from authz_server.core.errors import IdentityError, quote
 from authz_server.identity.bundles import TrustBundles
-from authz_server.identity.peer import Identity
+from authz_server.identity.model import Identity, IdentityConfig
 from authz_server.identity.spiffe_id import parse_workload_id
 from authz_server.identity.x509 import MAX_CHAIN_DEPTH, CertificateVerifier
-from authz_server.policy.model import IdentityConfig
 
 __all__ = [
     "HEADER",

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from authz_server.core.yaml_source import Fields, Value
-from authz_server.policy.model import AuthzenConfig, PrincipalMatcher
+from authz_server.identity.patterns import PrincipalMatcher
+from authz_server.policy.model import AuthzenConfig
 
 __all__ = ["compile_authzen"]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from authz_server.core.errors import quote
 from authz_server.core.yaml_source import Fields, Map, Seq, Value
-from authz_server.policy.model import PrincipalMatcher
+from authz_server.identity.patterns import PrincipalMatcher
 
 __all__ = ["SOURCES", "compile_source_settings", "compile_sources"]
 

@@ -31,6 +31,8 @@ from authz_server.core.yaml_source import (
     Value,
     parse_document,
 )
+from authz_server.identity.model import IdentityConfig
+from authz_server.identity.patterns import PrincipalMatcher, compile_principals
 from authz_server.identity.spiffe_id import SCHEME, spiffe_id_problem
 from authz_server.policy.approvals_notify import ApprovalsSettings, compile_approvals
 from authz_server.policy.authzen_section import compile_authzen
@@ -42,17 +44,11 @@ from authz_server.policy.index import CompiledRouteIndex, Route
 from authz_server.policy.model import (
     AuthzenConfig,
     Effect,
-    IdentityConfig,
     Mode,
     Policy,
-    PrincipalMatcher,
     Rule,
 )
-from authz_server.policy.patterns import (
-    compile_host_pattern,
-    compile_method,
-    compile_principal_pattern,
-)
+from authz_server.policy.patterns import compile_host_pattern, compile_method
 
 __all__ = ["load_policy", "load_policy_text"]
 
@@ -179,33 +175,6 @@ def _check_version(fields: Fields, top: Map) -> None:
         fields.issue(value.line, "version", f"unsupported version {quote(str(shown))} (expected 1)")
 
 
-def _principals(
-    fields: Fields,
-    value: Value,
-    path: str,
-    trust_domains: frozenset[str] | None,
-    *,
-    may_be_empty: bool = False,
-) -> tuple[PrincipalMatcher, ...]:
-    """Compiled principal patterns; a trust domain outside `identity.trust_domains` is an issue.
-
-    `trust_domains` is None when identity is itself invalid: the syntax is still checked.
-    """
-    if may_be_empty:
-        listed = fields.compiled_list(value, path, compile_principal_pattern, empty=None)
-    else:
-        listed = fields.compiled_list(value, path, compile_principal_pattern)
-    for item, pattern in listed or ():
-        if trust_domains is not None and pattern.trust_domain not in trust_domains:
-            fields.issue(
-                item.line,
-                path,
-                f"principal pattern {quote(pattern.text)}: trust domain "
-                f"{quote(pattern.trust_domain)} is not in identity.trust_domains",
-            )
-    return tuple(pattern for _, pattern in listed or ())
-
-
 def _trust_domain(text: str) -> str:
     problem = "contains '/'" if "/" in text else spiffe_id_problem(SCHEME + text)
     if problem is not None:
@@ -246,7 +215,7 @@ def _identity(
             trust_domains = frozenset(td for _, td in listed or ())
     sources = compile_sources(fields, node)
     proxies, audiences = compile_source_settings(
-        fields, node, sources, lambda v, path: _principals(fields, v, path, trust_domains)
+        fields, node, sources, lambda v, path: compile_principals(fields, v, path, trust_domains)
     )
     require = False
     if "require_certificate" in entries:
@@ -254,7 +223,7 @@ def _identity(
         require = fields.boolean(entries["require_certificate"], path) is True
     deny: tuple[PrincipalMatcher, ...] = ()
     if "deny" in entries:
-        deny = _principals(
+        deny = compile_principals(
             fields, entries["deny"], "identity.deny", trust_domains, may_be_empty=True
         )
     if trust_domains is None or sources is None or len(fields.issues) != before:
@@ -276,7 +245,7 @@ def _admin(
     if node is None:
         return principals, approvals
     if "principals" in node.entries:
-        principals = _principals(
+        principals = compile_principals(
             fields, node.entries["principals"], "admin.principals", trust_domains, may_be_empty=True
         )
     if "approvals" in node.entries:
@@ -291,7 +260,7 @@ def _authzen(section: _Section, trust_domains: frozenset[str] | None) -> Authzen
     return compile_authzen(
         fields,
         value,
-        lambda v, path: _principals(fields, v, path, trust_domains, may_be_empty=True),
+        lambda v, path: compile_principals(fields, v, path, trust_domains, may_be_empty=True),
     )
 
 
@@ -382,10 +351,10 @@ def _rule_fields(
     paths = listed("paths", compile_path_template)
     principals = None
     if "principals" in entries:
-        principals = _principals(fields, entries["principals"], "principals", trust_domains)
+        principals = compile_principals(fields, entries["principals"], "principals", trust_domains)
     not_principals: tuple[PrincipalMatcher, ...] = ()
     if "not_principals" in entries:
-        not_principals = _principals(
+        not_principals = compile_principals(
             fields, entries["not_principals"], "not_principals", trust_domains, may_be_empty=True
         )
     when: When | None = EMPTY_WHEN

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from authz_server.identity.spiffe_id import SpiffeId
+from authz_server.identity.model import IdentityConfig
+from authz_server.identity.patterns import PrincipalMatcher
 from authz_server.policy.approvals_notify import ApprovalsSettings
 from authz_server.policy.conditions.mcp import McpTools
 from authz_server.policy.conditions.when import EMPTY_WHEN, When
@@ -24,15 +25,6 @@ class Effect(enum.StrEnum):
 class Mode(enum.StrEnum):
     ENFORCE = "enforce"
     DRY_RUN = "dry_run"
-
-
-class PrincipalMatcher(Protocol):
-    """A compiled SPIFFE ID pattern (SPEC §5.2 `principals`)."""
-
-    text: str
-
-    def match(self, spiffe_id: SpiffeId) -> Mapping[str, str] | None:
-        """The captures when `spiffe_id` matches (empty mapping without captures), else None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,25 +72,6 @@ class RouteIndex(Protocol):
         and without query. A rule with several matching path templates appears once
         per template.
         """
-
-
-@dataclass(frozen=True, slots=True)
-class IdentityConfig:
-    trust_domains: frozenset[str]
-    #: Tried in this order: "peer", "xfcc", "jwt_svid" (see identity/resolve.py).
-    sources: tuple[str, ...] = ("peer",)
-    require_certificate: bool = False
-    #: Principals that are always denied (`revoked`).
-    deny: tuple[PrincipalMatcher, ...] = ()
-    #: `identity.xfcc.trusted_proxies`: the only direct peers whose XFCC header is believed.
-    xfcc_trusted_proxies: tuple[PrincipalMatcher, ...] = ()
-    #: `identity.jwt_svid.audiences`: a JWT-SVID's `aud` must name one of them.
-    jwt_audiences: frozenset[str] = frozenset()
-
-    def offline(self) -> IdentityConfig:
-        """For `check`, `test`, Explain and replay, where the principal stands for an
-        identity verified when the request was made: peer only, no certificate required."""
-        return replace(self, sources=("peer",), require_certificate=False)
 
 
 @dataclass(frozen=True, slots=True)

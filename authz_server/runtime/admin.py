@@ -20,7 +20,7 @@ from collections.abc import Callable
 from authz_server.admin.server import AdminServer, start_admin_server
 from authz_server.admin.service import PolicyStatus, pipeline_explain, policy_approvers
 from authz_server.check.snapshot import Snapshot
-from authz_server.policy.model import PrincipalMatcher
+from authz_server.identity.patterns import PrincipalMatcher
 from authz_server.runtime.reload import LiveState
 from authz_server.runtime.settings import Settings
 from authz_server.state.store import Store

@@ -19,7 +19,7 @@ from authz_server.admin.server import AdminServer, admin_certificate
 from authz_server.admin.service import policy_approvers
 from authz_server.authzen import AuthzenServer, AuthzenService, Limits, start_authzen
 from authz_server.console.server import ConsoleServer, console_certificate, start_console
-from authz_server.policy.model import PrincipalMatcher
+from authz_server.identity.patterns import PrincipalMatcher
 from authz_server.runtime.reload import Watch
 from authz_server.runtime.settings import Settings
 from authz_server.runtime.wiring import Wiring

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from authz_server.admin.address import DEFAULT_ADMIN_LISTEN, is_loopback, listen_host
 from authz_server.core.errors import ConfigError, quote
-from authz_server.policy.patterns import compile_principal_pattern
+from authz_server.identity.patterns import compile_principal_pattern
 from authz_server.state import check_store_url
 
 __all__ = ["Settings", "env_name"]

@@ -11,8 +11,8 @@ import math
 from collections.abc import Iterable
 
 from authz_server.core.errors import quote
+from authz_server.identity.patterns import PrincipalPattern, compile_principal_pattern
 from authz_server.identity.spiffe_id import SpiffeId, parse_spiffe_id
-from authz_server.policy.patterns import PrincipalPattern, compile_principal_pattern
 from authz_server.state.store import Revocation
 
 __all__ = ["MAX_REASON_CHARS", "RevocationSet", "check_revocation"]

@@ -38,9 +38,9 @@ from cryptography.x509.oid import NameOID
 
 from authz_server.core.errors import ConfigError, IdentityError, quote
 from authz_server.identity.bundles import TrustBundles
+from authz_server.identity.patterns import PrincipalPattern
 from authz_server.identity.spiffe_id import parse_workload_id
 from authz_server.identity.x509 import CertificateVerifier
-from authz_server.policy.patterns import PrincipalPattern
 from authz_server.telemetry.metrics import Metrics
 
 __all__ = [

@@ -15,8 +15,8 @@ from authz_server.admin.server import AdminServer, start_admin_server
 from authz_server.admin.service import SERVICE_NAME, PolicyStatus, pipeline_explain
 from authz_server.check.snapshot import Snapshot
 from authz_server.identity.bundles import TrustBundles
+from authz_server.identity.patterns import compile_principal_pattern
 from authz_server.policy.load import load_policy_text
-from authz_server.policy.patterns import compile_principal_pattern
 from authz_server.state.fingerprint import action_fingerprint
 from authz_server.state.memory import MemoryStore
 from authz_server.state.store import PendingAction, Store

@@ -122,8 +122,8 @@ def test_cli_usage_errors(
 
 async def test_insecure_local_operator(capsys: pytest.CaptureFixture[str]) -> None:
     """--admin-insecure-local serves plaintext on loopback; the local operator may approve."""
+    from authz_server.identity.patterns import compile_principal_pattern
     from authz_server.policy.load import load_policy_text
-    from authz_server.policy.patterns import compile_principal_pattern
 
     store = MemoryStore()
     snap = Snapshot(load_policy_text(POLICY), TrustBundles.empty())

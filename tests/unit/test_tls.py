@@ -9,7 +9,7 @@ import pytest
 
 from authz_server.core.errors import ConfigError
 from authz_server.identity.bundles import TrustBundles
-from authz_server.policy.patterns import compile_principal_pattern
+from authz_server.identity.patterns import compile_principal_pattern
 from authz_server.tools import devcerts
 from authz_server.transport.tls import (
     CallerGuard,

@@ -43,10 +43,10 @@ from authz_server.core.decision import Reason
 from authz_server.core.durations import parse_duration_s
 from authz_server.core.errors import StoreUnavailable, quote
 from authz_server.core.yaml_source import Fields, Value
+from authz_server.identity.patterns import PrincipalPattern, compile_principal_pattern
 from authz_server.policy.conditions.base import ConditionResult, Outcome, RequestContext
 from authz_server.policy.conditions.jsonbody import PARTIAL_BODY_HEADER
 from authz_server.policy.conditions.preview import body_preview, secret_key_problem
-from authz_server.policy.patterns import PrincipalPattern, compile_principal_pattern
 from authz_server.state.events import ApprovalEvent, EventType
 from authz_server.state.fingerprint import action_fingerprint, body_digest
 from authz_server.state.store import ApprovalRecord, ApprovalState, PendingAction, Store

@@ -24,8 +24,8 @@ from authz_server.console.server import ConsoleServer, start_console
 from authz_server.core.decision import Decision
 from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
+from authz_server.identity.patterns import PrincipalMatcher
 from authz_server.policy.load import load_policy_text
-from authz_server.policy.model import PrincipalMatcher
 from authz_server.state.memory import MemoryStore
 from authz_server.state.store import Store
 from authz_server.tools import devcerts

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from authz_server.identity.bundles import TrustBundles
-from authz_server.policy.model import IdentityConfig
-from authz_server.policy.patterns import compile_principal_pattern
+from authz_server.identity.model import IdentityConfig
+from authz_server.identity.patterns import compile_principal_pattern
 from authz_server.tools.devcerts import Authority, mint_ca, mint_svid, pem
 
 NOW = datetime(2031, 3, 4, 12, 0, tzinfo=UTC)

@@ -18,7 +18,7 @@ from authz_server.core.decision import Reason
 from authz_server.core.errors import IdentityError
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.jwt_svid import JwtSvidVerifier, bearer_token
-from authz_server.identity.peer import Identity
+from authz_server.identity.model import Identity
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from tests.unit.identity.sources_support import (
     AUDIENCE,

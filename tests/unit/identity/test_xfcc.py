@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from authz_server.core.decision import Reason
 from authz_server.core.errors import IdentityError
-from authz_server.identity.peer import Identity
+from authz_server.identity.model import Identity, IdentityConfig
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from authz_server.identity.x509 import CertificateVerifier
 from authz_server.identity.xfcc import (
@@ -25,7 +25,6 @@ from authz_server.identity.xfcc import (
     forwarded_identity,
     parse_xfcc,
 )
-from authz_server.policy.model import IdentityConfig
 from tests.unit.identity.sources_support import (
     ADMIN,
     FRONTEND,

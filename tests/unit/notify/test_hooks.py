@@ -16,10 +16,10 @@ from authz_server.check.snapshot import Snapshot
 from authz_server.core.decision import Decision, Reason
 from authz_server.core.request import RequestView
 from authz_server.identity.bundles import TrustBundles
+from authz_server.identity.patterns import compile_principal_pattern
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from authz_server.notify.notifier import Notifier
 from authz_server.policy.model import Policy
-from authz_server.policy.patterns import compile_principal_pattern
 from authz_server.state.events import ApprovalEvent, EventType
 from authz_server.state.memory import MemoryStore
 from authz_server.telemetry.metrics import Metrics

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authz_server.core.decision import Reason
+from authz_server.identity.model import IdentityConfig
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from authz_server.policy.conditions.base import HOLDS, ConditionResult, RequestContext
 from authz_server.policy.conditions.kinds import precedence
@@ -23,7 +24,7 @@ from authz_server.policy.conditions.when import When
 from authz_server.policy.evaluate import Trace, Verdict, evaluate_rules
 from authz_server.policy.index import CompiledRouteIndex
 from authz_server.policy.load import load_policy_text
-from authz_server.policy.model import Effect, IdentityConfig, Policy, Rule
+from authz_server.policy.model import Effect, Policy, Rule
 from authz_server.state.memory import MemoryStore
 from authz_server.state.store import Store
 

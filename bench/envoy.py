@@ -44,6 +44,7 @@ def render_variant(
     admin_port: int,
     authz_port: int | None = None,
     rules: Sequence[RuleSpec] = (),
+    max_streams: int = 16,
 ) -> str:
     """The Envoy config for `variant` ("noauthz", "rbac", "ext_authz"), ready to run."""
     values: dict[str, object] = {
@@ -56,6 +57,7 @@ def render_variant(
         if authz_port is None:
             raise ValueError("ext_authz needs authz_port")
         values["AUTHZ_PORT"] = authz_port
+        values["MAX_STREAMS"] = max_streams
     if variant == "rbac":
         deny, allow = rbac_policies(rules)
         values["RBAC_DENY"] = json.dumps(deny)
@@ -106,6 +108,7 @@ def start_bench_envoy(
     cert_dir: Path,
     authz_port: int | None = None,
     rules: Sequence[RuleSpec] = (),
+    max_streams: int = 16,
     timeout: float = 60.0,
 ) -> BenchEnvoy:
     """Render and start `variant` on free loopback ports; return once /ready answers."""
@@ -118,6 +121,7 @@ def start_bench_envoy(
         admin_port=admin,
         authz_port=authz_port,
         rules=rules,
+        max_streams=max_streams,
     )
     service = stack.start_envoy(workdir, name, config, listen_port=edge, timeout=timeout)
     return BenchEnvoy(name, service, edge, admin)

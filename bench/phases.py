@@ -13,14 +13,21 @@ of each part are read and compared with what h2load says it sent:
 A mismatch is recorded (`Bench.checks`) and fails the run; it never silently shifts a
 number. Before any load, each server answers every request kind once to a real gRPC
 client, so the decisions themselves (not just HTTP statuses) are known to be right.
+
+The server's own Check latency (handler entry to response built: what
+`authz_check_duration_seconds` observes) comes from the per-request record the server
+writes anyway: each audit line's `latency_us`. The lines appended during a paced run
+are exactly that run's Checks (their count is checked too), so p50/p99/p99.9 are exact,
+not interpolated from histogram buckets.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
@@ -30,9 +37,48 @@ from bench.loadgen import LoadResult, LoadSpec, Target, grpc_target, http_target
 from bench.procs import BenchProcess, cpu_seconds
 from bench.workload import MIX, BenchCerts, Call, check_request, framed
 
-__all__ = ["Bench", "CountCheck"]
+__all__ = ["Bench", "CountCheck", "Server", "percentile"]
 
 _CHECK = "/envoy.service.auth.v3.Authorization/Check"
+
+
+class Server(Protocol):
+    """What a measurement needs of a server process (`BenchProcess`, `WorkerServer`)."""
+
+    name: str
+    port: int
+    audit_log: Path | None
+
+    def decisions(self) -> int: ...
+
+    def cpu_seconds(self) -> float: ...
+
+
+def percentile(values: list[int], q: float) -> float:
+    """The nearest-rank `q`th percentile of `values` (nan when empty)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = math.ceil(len(ordered) * q / 100)
+    return float(ordered[min(len(ordered), max(rank, 1)) - 1])
+
+
+def _size(path: Path | None) -> int:
+    return path.stat().st_size if path is not None and path.exists() else 0
+
+
+def _latencies_since(path: Path, offset: int) -> list[int]:
+    """`latency_us` of every audit record written after byte `offset` (chain markers
+    carry none)."""
+    with path.open("rb") as audit:
+        audit.seek(offset)
+        lines = audit.read().splitlines()
+    found = []
+    for line in lines:
+        record = json.loads(line)
+        if "latency_us" in record:
+            found.append(int(record["latency_us"]))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +149,7 @@ class Bench:
 
     # --- correctness before load ---------------------------------------------------
 
-    def cross_check(self, server: BenchProcess, *, noop: bool) -> None:
+    def cross_check(self, server: Server, *, noop: bool) -> None:
         """Every request kind once through a real gRPC client: the decision must be right."""
         before = server.decisions()
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -126,11 +172,13 @@ class Bench:
 
     # --- measurements --------------------------------------------------------------
 
-    def direct(self, label: str, server: BenchProcess, sizes: Sizes) -> dict[str, float]:
+    def direct(
+        self, label: str, server: Server, sizes: Sizes, *, latency: bool = True
+    ) -> dict[str, float]:
         """h2load → server: throughput and CPU unpaced, latency at `sizes.rate`."""
         targets = self.grpc_targets(server.port)
         result: dict[str, float] = {}
-        for paced in (False, True):
+        for paced in (False, True) if latency else (False,):
             spec = _spec(sizes, paced)
             decisions, cpu = server.decisions(), server.cpu_seconds()
             load = run_load(targets, spec, self.workdir / "load")
@@ -147,17 +195,20 @@ class Bench:
         envoy: BenchEnvoy,
         sizes: Sizes,
         *,
-        server: BenchProcess | None = None,
+        server: Server | None = None,
         denies: bool,
+        latency: bool = True,
     ) -> dict[str, float]:
         """h2load → Envoy edge → mTLS → Envoy front (the variant) [→ server]."""
         targets = self.http_targets(envoy.edge_port)
         expect_deny = {c.name for c in MIX if not c.allowed} if denies else set()
         result: dict[str, float] = {}
-        for paced in (False, True):
+        for paced in (False, True) if latency else (False,):
             spec = _spec(sizes, paced)
             counters = envoy.counters()
             decisions = server.decisions() if server else 0
+            audit = server.audit_log if server is not None and paced else None
+            audit_offset = _size(audit)
             cpu_server = server.cpu_seconds() if server else 0.0
             cpu_envoy = cpu_seconds(envoy.pid)
             load = run_load(targets, spec, self.workdir / "load")
@@ -169,8 +220,21 @@ class Bench:
             self._check_envoy(tag, load, counter_delta(counters, envoy.counters()), expect_deny)
             if server:
                 self._check(f"{tag}: server decisions", load.done, server.decisions() - decisions)
+            if audit is not None:
+                self._server_latency(tag, result, _latencies_since(audit, audit_offset), load)
             _record(result, load, paced, cpus)
         return result
+
+    def _server_latency(
+        self, tag: str, result: dict[str, float], latencies: list[int], load: LoadResult
+    ) -> None:
+        """p50/p99/p99.9 of the server's own Check latency over one run's Checks."""
+        self._check(f"{tag}: audit records with latency", load.done, len(latencies))
+        result.update(
+            server_p50_us=percentile(latencies, 50),
+            server_p99_us=percentile(latencies, 99),
+            server_p999_us=percentile(latencies, 99.9),
+        )
 
     def top_up(self, server: BenchProcess, total: int, sizes: Sizes) -> int:
         """Send unpaced Checks until `server` has made `total` decisions; return the count."""

@@ -56,6 +56,8 @@ class BenchProcess:
     log_path: Path
     stats_path: Path
     port: int = 0
+    #: The server's audit log (its per-request `latency_us`), if it writes one.
+    audit_log: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -155,7 +157,7 @@ def start_bench_server(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    bench_process = BenchProcess(name, process, log_path, stats_path)
+    bench_process = BenchProcess(name, process, log_path, stats_path, audit_log=audit_log)
     try:
         bench_process.wait_ready(timeout)
     except BaseException:

@@ -1,6 +1,6 @@
 """`make bench`: authz-server against its ceiling and against Envoy's own RBAC (SPEC §11).
 
-    python -m bench.run [--reps 3] [--phases ABCD] [--quick] [--uvloop] [--out FILE.json]
+    python -m bench.run [--reps 3] [--phases ABCDW] [--quick] [--uvloop] [--out FILE.json]
 
 Phases, each alternating its variants (the order rotates every repetition) and reporting
 the median over repetitions; every ratio is the median of per-repetition ratios, so each
@@ -12,8 +12,13 @@ A  server efficiency: authz-server with a 200-rule policy (many hosts and paths,
    the same grpc.aio stack (`noop_server.py`): h2load straight at the gRPC port.
 B  scale in rules: the same request mix against 10, 1,000 and 10,000 rules.
 C  through real Envoy: no authorization, Envoy's RBAC filter with the equivalent check
-   (`envoy_rbac.py`), ext_authz → authz-server, ext_authz → do-nothing; at 1,000 req/s.
+   (`envoy_rbac.py`), ext_authz → authz-server, ext_authz → do-nothing; at 1,000 req/s,
+   with the server's own Check latency (p50/p99/p99.9 from its per-request records).
 D  memory: RSS with 10,000 rules loaded, and after 100,000 Checks.
+W  workers: `serve` with 1 and with 2 worker processes on the memory store (the CLI,
+   SO_REUSEPORT), direct and through Envoy (authz cluster `max_concurrent_streams` low
+   enough that Envoy opens several connections): req/s, server CPU-µs per decision,
+   and the scaling ratio (2 workers / 1 worker).
 
 Method notes. Load comes from h2load in separate processes, one per request kind of
 `workload.MIX` (h2load sends one body per process), pre-framed gRPC bodies for A/B and
@@ -51,6 +56,7 @@ from bench.phases import Bench, Sizes
 from bench.policies import RuleSpec, when_supported, write_policy
 from bench.procs import BenchProcess, start_bench_server
 from bench.report import render_table, targets
+from bench.workers import WorkerServer, start_worker_server
 from bench.workload import mint_bench_certs
 
 __all__ = ["BenchConfig", "main", "run_bench"]
@@ -63,7 +69,7 @@ class BenchConfig:
     workdir: Path = ROOT / "bench-results" / "work"
     out: Path = ROOT / "bench-results" / "results.json"
     reps: int = 3
-    phases: str = "ABCD"
+    phases: str = "ABCDW"
     a_rules: int = 200
     b_rules: tuple[int, ...] = (10, 1_000, 10_000)
     d_rules: int = 10_000
@@ -72,6 +78,16 @@ class BenchConfig:
     direct: Sizes = field(default_factory=lambda: Sizes(unpaced=10_000, paced=3_000, rate=500))
     #: Through Envoy (C).
     envoy: Sizes = field(default_factory=lambda: Sizes(unpaced=10_000, paced=5_000, rate=1_000))
+    #: Phase W: worker counts, and many connections so that SO_REUSEPORT spreads them.
+    w_workers: tuple[int, ...] = (1, 2)
+    w_direct: Sizes = field(
+        default_factory=lambda: Sizes(unpaced=12_000, paced=0, rate=0, streams=2, clients=8)
+    )
+    w_envoy: Sizes = field(
+        default_factory=lambda: Sizes(unpaced=8_000, paced=0, rate=0, streams=2, clients=4)
+    )
+    #: The authz cluster's `max_concurrent_streams` in phase W (C uses 16).
+    w_max_streams: int = 4
     warmup: int = 1_000
     #: None: add `when` conditions when the loader accepts them.
     conditions: bool | None = None
@@ -86,6 +102,8 @@ QUICK = BenchConfig(
     d_checks=2_000,
     direct=Sizes(unpaced=500, paced=200, rate=400),
     envoy=Sizes(unpaced=500, paced=200, rate=400),
+    w_direct=Sizes(unpaced=800, paced=0, rate=0, streams=2, clients=8),
+    w_envoy=Sizes(unpaced=400, paced=0, rate=0, streams=2, clients=4),
     warmup=100,
 )
 
@@ -96,6 +114,7 @@ class _Run:
     bench: Bench
     rules: dict[int, list[RuleSpec]] = field(default_factory=dict)
     servers: dict[str, BenchProcess] = field(default_factory=dict)
+    workers: list[WorkerServer] = field(default_factory=list)
     envoys: list[BenchEnvoy] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
 
@@ -107,8 +126,7 @@ class _Run:
         if rules is None:
             process = start_bench_server("noop", name, workdir, uvloop=c.uvloop)
         else:
-            policy = workdir / f"policy-{rules}.yaml"
-            self.rules[rules] = write_policy(policy, rules, conditions=bool(c.conditions))
+            policy = self.policy(rules)
             process = start_bench_server(
                 "authz",
                 name,
@@ -124,6 +142,13 @@ class _Run:
         self.bench.cross_check(process, noop=rules is None)
         self.bench.warm(self.bench.grpc_targets(process.port), c.warmup)
         return process
+
+    def policy(self, rules: int) -> Path:
+        """The generated policy with `rules` rules (written once)."""
+        path = self.config.workdir / f"policy-{rules}.yaml"
+        if rules not in self.rules:
+            self.rules[rules] = write_policy(path, rules, conditions=bool(self.config.conditions))
+        return path
 
     def stop(self, *names: str) -> None:
         for name in names or tuple(self.servers):
@@ -223,7 +248,58 @@ def _phase_d(run: _Run) -> dict[str, Any]:
     }
 
 
-_PHASES = {"A": _phase_a, "B": _phase_b, "C": _phase_c, "D": _phase_d}
+def _phase_w(run: _Run) -> dict[str, Any]:
+    c, bench = run.config, run.bench
+    variants: dict[str, Callable[[], dict[str, float]]] = {}
+    for n in c.w_workers:
+        name = f"workers-{n}"
+        server = start_worker_server(
+            name,
+            n,
+            c.workdir,
+            policy=run.policy(c.a_rules),
+            bundle=bench.certs.ca,
+            audit_log=c.workdir / f"{name}.audit.jsonl" if c.audit else None,
+        )
+        run.workers.append(server)  # stopped at the end even if a later step fails
+        bench.cross_check(server, noop=False)
+        bench.warm(bench.grpc_targets(server.port), c.warmup)
+        envoy = start_bench_envoy(
+            f"envoy-{name}",
+            "ext_authz",
+            c.workdir,
+            cert_dir=bench.certs.dir,
+            authz_port=server.port,
+            rules=run.rules[c.a_rules],
+            max_streams=c.w_max_streams,
+        )
+        run.envoys.append(envoy)
+        bench.warm(bench.http_targets(envoy.edge_port), c.warmup)
+        variants[f"direct-{n}"] = partial(
+            bench.direct, f"W direct {n} workers", server, c.w_direct, latency=False
+        )
+        variants[f"envoy-{n}"] = partial(
+            bench.through_envoy,
+            f"W envoy {n} workers",
+            envoy,
+            c.w_envoy,
+            server=server,
+            denies=True,
+            latency=False,
+        )
+    result = {"workers": list(c.w_workers), "runs": run.alternate(variants)}
+    for server in run.workers:
+        server.stop()
+    return result
+
+
+_PHASES = {
+    "A": _phase_a,
+    "B": _phase_b,
+    "C": _phase_c,
+    "D": _phase_d,
+    "W": _phase_w,
+}
 
 
 def run_bench(config: BenchConfig) -> dict[str, Any]:
@@ -242,6 +318,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         run.stop()
         for envoy in run.envoys:
             envoy.stop()
+        for server in run.workers:
+            server.stop()
     document["seconds"] = round(time.time() - started, 1)
     document["machine"]["loadavg_after"] = machine_info()["loadavg"]
     document["summary"] = targets(document["phases"], config)
@@ -263,7 +341,7 @@ def _config_json(config: BenchConfig) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, help="repetitions per variant (default 3)")
-    parser.add_argument("--phases", default=None, help="subset of ABCD (default all)")
+    parser.add_argument("--phases", default=None, help="subset of ABCDW (default all)")
     parser.add_argument("--quick", action="store_true", help="tiny counts: proves the harness")
     parser.add_argument(
         "--out", type=Path, help="result JSON; the table goes beside it as .md (bench-results/)"

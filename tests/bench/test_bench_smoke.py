@@ -1,7 +1,7 @@
 """A tiny `make bench` run: the harness measures what it claims (counts, not timings).
 
 Every phase runs with a handful of requests against real processes: h2load, the
-do-nothing server, authz-server, and four real Envoys. The assertions are about the
+do-nothing server, authz-server (also as `serve --workers 2`), and six real Envoys. The assertions are about the
 pipeline of the benchmark: each part's count agrees with the others, the decisions are
 the ones the generated policy gives, and the result document and table are complete.
 """
@@ -19,6 +19,7 @@ from authz_server.tools import stack
 from bench.phases import Sizes
 from bench.report import render_table
 from bench.run import BenchConfig, run_bench
+from bench.workload import MIX
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +43,8 @@ def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         d_checks=300,
         direct=TINY,
         envoy=TINY,
+        w_direct=Sizes(unpaced=80, paced=0, rate=0, streams=2, clients=4, timeout=60),
+        w_envoy=Sizes(unpaced=40, paced=0, rate=0, streams=2, clients=2, timeout=60),
         warmup=10,
     )
     return run_bench(config)
@@ -60,11 +63,12 @@ def test_every_count_agrees(document: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("fragment", "runs"),
     [
-        pytest.param("server decisions", 2 * (2 + 2 + 2) + 1, id="server-decision-counter"),
-        pytest.param("envoy front requests", 2 * 4, id="envoy-front-listener"),
-        pytest.param("ext_authz ok", 2 * 2, id="ext-authz-filter"),
+        pytest.param("server decisions", 2 * (2 + 2 + 2) + 1 + 4, id="server-decision-counter"),
+        pytest.param("envoy front requests", 2 * 4 + 2, id="envoy-front-listener"),
+        pytest.param("ext_authz ok", 2 * 2 + 2, id="ext-authz-filter"),
         pytest.param("rbac judged", 2, id="rbac-filter"),
-        pytest.param("h2load requests done", 2 * (2 + 2 + 4), id="load-generator"),
+        pytest.param("h2load requests done", 2 * (2 + 2 + 4) + 4, id="load-generator"),
+        pytest.param("audit records with latency", 1, id="server-side-latency"),
     ],
 )
 def test_each_part_was_counted(document: dict[str, Any], fragment: str, runs: int) -> None:
@@ -79,7 +83,8 @@ def test_each_part_was_counted(document: dict[str, Any], fragment: str, runs: in
 def test_decisions_match_the_policy_for_a_real_client(document: dict[str, Any]) -> None:
     """A real gRPC client saw the decision the generated policy gives each request kind."""
     found = _checks(document, " decision (")
-    assert {c["what"].split(":")[0] for c in found} >= {"noop", "authz-20", "authz-10", "authz-50"}
+    names = {c["what"].split(":")[0] for c in found}
+    assert names >= {"noop", "authz-20", "authz-10", "authz-50", "workers-1", "workers-2"}
     assert all(c["seen"] == 1 for c in found)
 
 
@@ -91,7 +96,18 @@ def test_result_document_has_every_phase(document: dict[str, Any]) -> None:
     assert set(summary["C"]) == {"noauthz", "rbac", "ext_authz_authz", "ext_authz_noop"}
     assert summary["D"]["checks"] >= 300
     assert summary["D"]["rss_mb_loaded"] > 0
-    assert len(summary["targets"]) == 6
+    assert set(summary["W"]) == {"direct-1", "direct-2", "envoy-1", "envoy-2"}
+    assert all(row["rps"] > 0 and row["server_cpu_us"] > 0 for row in summary["W"].values())
+    assert 0 < summary["C_server"]["server_p50_us"] <= summary["C_server"]["server_p99_us"]
+    assert [t["name"] for t in summary["targets"]] == [
+        "A throughput vs do-nothing",
+        "B throughput 50 vs 10 rules",
+        "C p50 vs ext_authz → do-nothing",
+        "C server-side Check p50 µs",
+        "C server-side Check p99 µs",
+        "D RSS MB with 50 rules",
+        "W direct req/s, 2 workers vs 1",
+    ]
     assert json.loads(Path(document["config"]["out"]).read_text()) == json.loads(
         json.dumps(document, default=str)
     )
@@ -103,6 +119,9 @@ def test_table_names_the_machine_and_every_row(document: dict[str, Any]) -> None
     assert table.startswith("Machine: ")
     for label in ("do-nothing server", "50 rules", "Envoy RBAC filter", "ext_authz → authz-server"):
         assert label in table
+    for label in ("OPA-Envoy (published, same rate)", "| through Envoy | 2 |", "efficiency"):
+        assert label in table
+    assert table.count("✓ pass") + table.count("✗ MISS") == 7
     assert "Count checks" in table
 
 
@@ -113,3 +132,21 @@ def test_micro_benchmark_times_every_step(tmp_path: Path) -> None:
     results = measure(rules=20, n=20, workdir=tmp_path)
     assert "check_bytes (whole)" in results
     assert all(us > 0 for us in results.values())
+
+
+def test_authzen_http_path_is_measured_beside_grpc(document: dict[str, Any]) -> None:
+    """Phase E: the phase-A process answered the same mix over AuthZEN (HTTP/1.1, h2load
+    --h1) and over gRPC; a real HTTP client saw each kind's decision and reason, and the
+    AuthZEN decision counter moved by exactly what h2load sent, paced and unpaced."""
+    rows = document["summary"]["E"]
+    assert set(rows) == {"grpc", "authzen"}
+    for name in ("grpc", "authzen"):
+        assert rows[name]["rps"] > 0 and rows[name]["p50_ms"] > 0 and rows[name]["p99_ms"] > 0
+    decisions = _checks(document, ": AuthZEN ")
+    assert len(decisions) == len(MIX) + 1
+    assert all(c["expected"] == c["seen"] for c in decisions)
+    for run in ("unpaced", "paced"):
+        (counted,) = _checks(document, f"E authzen ({run}): server decisions")
+        assert counted["expected"] == counted["seen"] > 0
+    table = render_table(document)
+    assert "| E | AuthZEN over HTTP/1.1 |" in table and "| E | Check over gRPC (h2c) |" in table

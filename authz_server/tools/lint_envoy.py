@@ -6,7 +6,9 @@ path the server judged, that a client cannot hand in its own identity. This modu
 inbound listener → HttpConnectionManager → ext_authz filter and routes, and reports each
 setting that is missing or unsafe.
 
-Each code's severity, reason and fix live in one table, `lint_envoy_codes.CODES`; errors
+Each code's severity, reason and fix live in one table, `lint_envoy_codes.CODES`; reading
+the config (either field spelling, typed configs, the HTTP connection managers) is
+`lint_envoy_walk.py`, the routes that must send the body `lint_envoy_policy.py`. Errors
 and warnings both make the command exit 1. Listeners with `traffic_direction: OUTBOUND`
 (a sidecar's egress) are skipped; routes loaded over RDS cannot be checked offline.
 """
@@ -18,25 +20,28 @@ import json
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
-
-import yaml
+from typing import Any, TextIO
 
 from authz_server.core.errors import ConfigError, PolicyError
-from authz_server.tools.lint_envoy_codes import CODES, EXT_AUTHZ_TYPE, HEALTH_PATHS, Severity
-
-if TYPE_CHECKING:
-    from authz_server.tools.lint_envoy_policy import BodyRule
+from authz_server.tools.lint_envoy_codes import CODES, EXT_AUTHZ_TYPE, HEALTH_PATHS
+from authz_server.tools.lint_envoy_policy import BodyRule, check_body_routes, load_body_rules
+from authz_server.tools.lint_envoy_walk import (
+    EXT_AUTHZ_PER_ROUTE_TYPE,
+    ROUTER_TYPE,
+    Finding,
+    Hcm,
+    field,
+    finding,
+    http_connection_managers,
+    load_envoy_file,
+    maps,
+    typed,
+)
 
 __all__ = ["CODES", "Finding", "lint_envoy_config", "lint_envoy_file", "main", "run_lint_envoy"]
 
-HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-EXT_AUTHZ_PER_ROUTE_TYPE = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
-ROUTER_TYPE = "envoy.extensions.filters.http.router.v3.Router"
 _ROUTER_NAME = "envoy.filters.http.router"
-_TYPED_STRUCTS = {"udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"}
 _SAFE_ESCAPED_SLASHES = {"REJECT_REQUEST", "UNESCAPE_AND_REDIRECT"}
 _FORWARDING_XFCC = {"APPEND_FORWARD", "FORWARD_ONLY", "ALWAYS_FORWARD_ONLY"}
 _STATUS_NAMES = {
@@ -47,88 +52,6 @@ _STATUS_NAMES = {
     "Forbidden": 403,
     "Unauthorized": 401,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One missing or unsafe setting, located by a dotted path into the config."""
-
-    code: str
-    path_in_config: str
-    message: str
-    fix: str
-    severity: Severity = "error"
-
-
-def _finding(code: str, path: str, found: str) -> Finding:
-    rule = CODES[code]
-    return Finding(code, path, f"{found}: {rule.why}.", rule.fix, rule.severity)
-
-
-def _get(m: Mapping[str, Any], name: str) -> Any:
-    """A field by its proto name or its JSON (lowerCamel) name; Envoy accepts both."""
-    if name in m:
-        return m[name]
-    head, *rest = name.split("_")
-    return m.get(head + "".join(p.title() for p in rest))
-
-
-def _maps(value: Any) -> list[Mapping[str, Any]]:
-    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
-
-
-def _typed(entry: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
-    """(@type without its prefix, body) of an entry's typed_config; TypedStruct unwrapped."""
-    tc = _get(entry, "typed_config")
-    if not isinstance(tc, Mapping):
-        return "", {}
-    type_name = str(tc.get("@type", "")).rsplit("/", 1)[-1]
-    if type_name in _TYPED_STRUCTS:
-        value = tc.get("value")
-        type_url = str(_get(tc, "type_url") or "")
-        return type_url.rsplit("/", 1)[-1], value if isinstance(value, Mapping) else {}
-    return type_name, tc
-
-
-@dataclass(frozen=True, slots=True)
-class _Hcm:
-    path: str
-    who: str  # "listener 'NAME': ", the prefix of every message about it
-    config: Mapping[str, Any]
-
-
-def _listeners(config: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """Listeners of a bootstrap (static_resources) or of an LDS response file (resources)."""
-    static = _get(config, "static_resources")
-    if isinstance(static, Mapping):
-        for i, lst in enumerate(_maps(static.get("listeners"))):
-            yield f"static_resources.listeners[{i}]", lst
-    for i, res in enumerate(_maps(config.get("resources"))):
-        if str(res.get("@type", "")).endswith("envoy.config.listener.v3.Listener"):
-            yield f"resources[{i}]", res
-
-
-def _http_connection_managers(config: Mapping[str, Any]) -> list[_Hcm]:
-    found = []
-    for lpath, listener in _listeners(config):
-        if _get(listener, "traffic_direction") == "OUTBOUND":
-            continue  # a sidecar's egress: the local app calling out, judged at the far side
-        name = str(listener.get("name", lpath))
-        chains = [
-            (f"{lpath}.filter_chains[{i}]", c)
-            for i, c in enumerate(_maps(_get(listener, "filter_chains")))
-        ]
-        default = _get(listener, "default_filter_chain")
-        if isinstance(default, Mapping):
-            chains.append((f"{lpath}.default_filter_chain", default))
-        for cpath, chain in chains:
-            for i, flt in enumerate(_maps(chain.get("filters"))):
-                type_name, body = _typed(flt)
-                if type_name == HCM_TYPE:
-                    found.append(
-                        _Hcm(f"{cpath}.filters[{i}].typed_config", f"listener {name!r}: ", body)
-                    )
-    return found
 
 
 def lint_envoy_config(
@@ -145,10 +68,10 @@ def lint_envoy_config(
     `policy_body_rules`: the policy's rules that read the body (`lint_envoy_policy`);
     each route they reach must send it. Implies `body_rules` when not empty.
     """
-    hcms = _http_connection_managers(config)
+    hcms = http_connection_managers(config)
     if not hcms:
         where = "static_resources.listeners"
-        return [_finding("no_http_connection_manager", where, "no inbound HTTP listener")]
+        return [finding("no_http_connection_manager", where, "no inbound HTTP listener")]
     findings: list[Finding] = []
     for hcm in hcms:
         findings += _check_hcm(hcm, behind_trusted_proxy)
@@ -156,39 +79,39 @@ def lint_envoy_config(
     return findings
 
 
-def _check_hcm(hcm: _Hcm, behind_trusted_proxy: bool) -> Iterator[Finding]:
+def _check_hcm(hcm: Hcm, behind_trusted_proxy: bool) -> Iterator[Finding]:
     c, at, who = hcm.config, hcm.path, hcm.who
-    if _get(c, "normalize_path") is not True:
-        yield _finding("normalize_path", f"{at}.normalize_path", f"{who}normalize_path is not true")
-    if _get(c, "merge_slashes") is not True:
-        yield _finding("merge_slashes", f"{at}.merge_slashes", f"{who}merge_slashes is not true")
-    action = _get(c, "path_with_escaped_slashes_action") or "unset (KEEP_UNCHANGED)"
+    if field(c, "normalize_path") is not True:
+        yield finding("normalize_path", f"{at}.normalize_path", f"{who}normalize_path is not true")
+    if field(c, "merge_slashes") is not True:
+        yield finding("merge_slashes", f"{at}.merge_slashes", f"{who}merge_slashes is not true")
+    action = field(c, "path_with_escaped_slashes_action") or "unset (KEEP_UNCHANGED)"
     if action not in _SAFE_ESCAPED_SLASHES:
         where = f"{at}.path_with_escaped_slashes_action"
-        yield _finding(
+        yield finding(
             "escaped_slashes_action", where, f"{who}path_with_escaped_slashes_action is {action}"
         )
-    xfcc = _get(c, "forward_client_cert_details") or "SANITIZE"
+    xfcc = field(c, "forward_client_cert_details") or "SANITIZE"
     if xfcc in _FORWARDING_XFCC and not behind_trusted_proxy:
         where = f"{at}.forward_client_cert_details"
-        yield _finding("xfcc_not_sanitised", where, f"{who}forward_client_cert_details is {xfcc}")
+        yield finding("xfcc_not_sanitised", where, f"{who}forward_client_cert_details is {xfcc}")
 
 
 def _check_filters(
-    hcm: _Hcm, body_rules: bool, policy_body_rules: Sequence[BodyRule] = ()
+    hcm: Hcm, body_rules: bool, policy_body_rules: Sequence[BodyRule] = ()
 ) -> Iterator[Finding]:
     at = f"{hcm.path}.http_filters"
-    typed = [
-        (i, flt, *_typed(flt)) for i, flt in enumerate(_maps(_get(hcm.config, "http_filters")))
+    filters = [
+        (i, flt, *typed(flt)) for i, flt in enumerate(maps(field(hcm.config, "http_filters")))
     ]
-    ext_authz = [(i, flt, body) for i, flt, t, body in typed if t == EXT_AUTHZ_TYPE]
-    routers = [i for i, flt, t, _ in typed if t == ROUTER_TYPE or flt.get("name") == _ROUTER_NAME]
+    ext_authz = [(i, flt, body) for i, flt, t, body in filters if t == EXT_AUTHZ_TYPE]
+    routers = [i for i, flt, t, _ in filters if t == ROUTER_TYPE or flt.get("name") == _ROUTER_NAME]
     if not ext_authz:
-        yield _finding("ext_authz_missing", at, f"{hcm.who}no ext_authz filter")
+        yield finding("ext_authz_missing", at, f"{hcm.who}no ext_authz filter")
         return
     for i, flt, body in ext_authz:
         if routers and i > routers[0]:
-            yield _finding(
+            yield finding(
                 "ext_authz_after_router",
                 f"{at}[{i}]",
                 f"{hcm.who}ext_authz is http_filters[{i}], after the router",
@@ -196,67 +119,63 @@ def _check_filters(
         yield from _check_ext_authz(f"{at}[{i}]", hcm.who, flt, body, body_rules)
         yield from _check_routes(hcm, str(flt.get("name", "")))
         if policy_body_rules:
-            from authz_server.tools.lint_envoy_policy import (
-                check_body_routes,  # imports this module
-            )
-
             yield from check_body_routes(hcm, str(flt.get("name", "")), body, policy_body_rules)
 
 
 def _check_ext_authz(
     at: str, who: str, flt: Mapping[str, Any], c: Mapping[str, Any], body_rules: bool
 ) -> Iterator[Finding]:
-    deny_flag = _get(c, "deny_at_disable")
-    denies = isinstance(deny_flag, Mapping) and _get(deny_flag, "default_value") is True
-    partly = _fraction(_get(c, "filter_enabled")) < 1 or bool(_get(c, "filter_enabled_metadata"))
+    deny_flag = field(c, "deny_at_disable")
+    denies = isinstance(deny_flag, Mapping) and field(deny_flag, "default_value") is True
+    partly = _fraction(field(c, "filter_enabled")) < 1 or bool(field(c, "filter_enabled_metadata"))
     if flt.get("disabled") is True or (partly and not denies):
-        yield _finding("ext_authz_disabled", at, f"{who}the ext_authz filter is not always on")
+        yield finding("ext_authz_disabled", at, f"{who}the ext_authz filter is not always on")
     at = f"{at}.typed_config"
-    grpc = _get(c, "grpc_service")
+    grpc = field(c, "grpc_service")
     if not isinstance(grpc, Mapping):
-        yield _finding("ext_authz_not_grpc", f"{at}.grpc_service", f"{who}no grpc_service")
-    elif (timeout := _get(grpc, "timeout")) is None or _seconds(timeout) == 0:
+        yield finding("ext_authz_not_grpc", f"{at}.grpc_service", f"{who}no grpc_service")
+    elif (timeout := field(grpc, "timeout")) is None or _seconds(timeout) == 0:
         where = f"{at}.grpc_service.timeout"
-        yield _finding("grpc_timeout", where, f"{who}grpc_service.timeout is {timeout or 'unset'}")
-    if _get(c, "failure_mode_allow") is True:
+        yield finding("grpc_timeout", where, f"{who}grpc_service.timeout is {timeout or 'unset'}")
+    if field(c, "failure_mode_allow") is True:
         where = f"{at}.failure_mode_allow"
-        yield _finding("failure_mode_allow", where, f"{who}failure_mode_allow is true")
-    if _get(c, "include_peer_certificate") is not True:
+        yield finding("failure_mode_allow", where, f"{who}failure_mode_allow is true")
+    if field(c, "include_peer_certificate") is not True:
         where = f"{at}.include_peer_certificate"
-        yield _finding(
+        yield finding(
             "include_peer_certificate", where, f"{who}include_peer_certificate is not true"
         )
-    version = _get(c, "transport_api_version")
+    version = field(c, "transport_api_version")
     if version != "V3":
         where = f"{at}.transport_api_version"
-        yield _finding(
+        yield finding(
             "transport_api_version", where, f"{who}transport_api_version is {version or 'unset'}"
         )
-    raw = _get(c, "status_on_error")
+    raw = field(c, "status_on_error")
     status = _status_code(raw)
     if status is None or status < 500:
         shown = json.dumps(raw) if raw else "unset (403)"
         where = f"{at}.status_on_error"
-        yield _finding("status_on_error", where, f"{who}status_on_error is {shown}")
-    wrb = _get(c, "with_request_body")
-    if body_rules and (not isinstance(wrb, Mapping) or not _get(wrb, "max_request_bytes")):
+        yield finding("status_on_error", where, f"{who}status_on_error is {shown}")
+    wrb = field(c, "with_request_body")
+    if body_rules and (not isinstance(wrb, Mapping) or not field(wrb, "max_request_bytes")):
         where = f"{at}.with_request_body"
-        yield _finding(
+        yield finding(
             "body_limit", where, f"{who}the policy has body conditions but no body is sent"
         )
-    elif body_rules and _get(wrb, "allow_partial_message") is not False:
+    elif body_rules and field(wrb, "allow_partial_message") is not False:
         where = f"{at}.with_request_body.allow_partial_message"
-        yield _finding("body_limit", where, f"{who}allow_partial_message is not false")
+        yield finding("body_limit", where, f"{who}allow_partial_message is not false")
 
 
-def _check_routes(hcm: _Hcm, filter_name: str) -> Iterator[Finding]:
+def _check_routes(hcm: Hcm, filter_name: str) -> Iterator[Finding]:
     """Per-route disables: fine where Envoy answers itself or on exact health paths."""
-    rc = _get(hcm.config, "route_config")
+    rc = field(hcm.config, "route_config")
     if not isinstance(rc, Mapping) or not filter_name:
         return  # routes come over RDS: not in this file
-    for v, vhost in enumerate(_maps(_get(rc, "virtual_hosts"))):
+    for v, vhost in enumerate(maps(field(rc, "virtual_hosts"))):
         vhost_off = _disables(vhost, filter_name)
-        for r, route in enumerate(_maps(vhost.get("routes"))):
+        for r, route in enumerate(maps(vhost.get("routes"))):
             route_off = _disables(route, filter_name)
             if not (vhost_off if route_off is None else route_off):
                 continue
@@ -270,12 +189,12 @@ def _check_routes(hcm: _Hcm, filter_name: str) -> Iterator[Finding]:
                 continue
             where = f"{hcm.path}.route_config.virtual_hosts[{v}].routes[{r}]"
             label = route.get("name") or json.dumps(dict(match))
-            yield _finding("ext_authz_disabled_on_route", where, f"{hcm.who}route {label}")
+            yield finding("ext_authz_disabled_on_route", where, f"{hcm.who}route {label}")
 
 
 def _disables(scope: Mapping[str, Any], filter_name: str) -> bool | None:
     """True/False when `scope` (a route or virtual host) turns ext_authz off/on; None if silent."""
-    per_filter = _get(scope, "typed_per_filter_config")
+    per_filter = field(scope, "typed_per_filter_config")
     cfg = per_filter.get(filter_name) if isinstance(per_filter, Mapping) else None
     if not isinstance(cfg, Mapping):
         return None
@@ -294,7 +213,7 @@ def _fraction(value: Any) -> float:
     """The share of requests a RuntimeFractionalPercent enables (1.0 when unset)."""
     if not isinstance(value, Mapping):
         return 1.0
-    default = _get(value, "default_value")
+    default = field(value, "default_value")
     if not isinstance(default, Mapping):
         return 1.0
     per = {"HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
@@ -311,28 +230,12 @@ def _seconds(value: Any) -> float | None:
 
 
 def _status_code(value: Any) -> int | None:
-    code = _get(value, "code") if isinstance(value, Mapping) else None
+    code = field(value, "code") if isinstance(value, Mapping) else None
     if isinstance(code, int):
         return code
     if isinstance(code, str):
         return int(code) if code.isdigit() else _STATUS_NAMES.get(code, 0)
     return None
-
-
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def load_envoy_file(path: str | Path) -> Mapping[str, Any]:
-    """Parse YAML or JSON; `${NAME}` template placeholders become harmless strings."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        text = _PLACEHOLDER.sub(lambda m: f"placeholder-{m.group(1)}", text)
-        data = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read Envoy config {str(path)!r}: {exc}") from exc
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"Envoy config {str(path)!r} is not a mapping")
-    return data
 
 
 def lint_envoy_file(
@@ -356,8 +259,6 @@ def run_lint_envoy(
 
     With `policy`, also check that every route its body-reading rules reach sends the body.
     """
-    from authz_server.tools.lint_envoy_policy import load_body_rules  # it imports this module
-
     out = out or sys.stdout  # resolved per call, so a redirected stdout is honoured
     try:
         config = load_envoy_file(path)
@@ -377,7 +278,7 @@ def run_lint_envoy(
         policy_body_rules=rules,
     )
     if not findings:
-        n = len(_http_connection_managers(config))
+        n = len(http_connection_managers(config))
         checked = f"{n} HTTP connection manager{'s' * (n != 1)} checked"
         if policy is not None:
             checked += f"; {len(rules)} rule(s) of {policy} read the body, every route sends it"

@@ -27,13 +27,13 @@ from typing import Any
 from authz_server.core.paths import canonical_path_problem, compile_path_template
 from authz_server.policy.load import load_policy
 from authz_server.policy.model import Policy, Rule
-from authz_server.tools.lint_envoy import (
+from authz_server.tools.lint_envoy_walk import (
     EXT_AUTHZ_PER_ROUTE_TYPE,
     Finding,
-    _finding,
-    _get,
-    _Hcm,
-    _maps,
+    Hcm,
+    field,
+    finding,
+    maps,
 )
 
 __all__ = ["BodyRule", "body_reads", "body_rules", "check_body_routes", "load_body_rules"]
@@ -97,21 +97,21 @@ class _Match(Enum):
 
 
 def check_body_routes(
-    hcm: _Hcm, filter_name: str, ext_authz: Mapping[str, Any], rules: Sequence[BodyRule]
+    hcm: Hcm, filter_name: str, ext_authz: Mapping[str, Any], rules: Sequence[BodyRule]
 ) -> Iterator[Finding]:
     """One finding per (route, rule) where a request of a body rule gets no body."""
-    rc = _get(hcm.config, "route_config")
+    rc = field(hcm.config, "route_config")
     if not isinstance(rc, Mapping) or not rules:
         return  # routes over RDS: not in this file
-    wrb = _get(ext_authz, "with_request_body")
-    filter_sends = isinstance(wrb, Mapping) and bool(_get(wrb, "max_request_bytes"))
-    vhosts = _maps(_get(rc, "virtual_hosts"))
+    wrb = field(ext_authz, "with_request_body")
+    filter_sends = isinstance(wrb, Mapping) and bool(field(wrb, "max_request_bytes"))
+    vhosts = maps(field(rc, "virtual_hosts"))
     reported: set[tuple[int, int, str]] = set()
     for body_rule in rules:
         rule = body_rule.rule
         for v in _virtual_hosts_for(rule.hosts, vhosts):
             vhost = vhosts[v]
-            routes = _maps(vhost.get("routes"))
+            routes = maps(vhost.get("routes"))
             inherited = _per_route(vhost, filter_name) or _per_route(rc, filter_name)
             for path in _sample_paths(rule.paths, routes):
                 for r, route in _routes_taken(routes, path):
@@ -128,7 +128,7 @@ def check_body_routes(
                         f"{rule.id!r} ({rule.location}) reads it ({', '.join(body_rule.reads)})"
                         f" for {methods} {path}"
                     )
-                    yield _finding("body_not_sent_on_route", where, found)
+                    yield finding("body_not_sent_on_route", where, found)
 
 
 def _label(route: Mapping[str, Any]) -> str:
@@ -143,7 +143,7 @@ def _per_route(scope: Mapping[str, Any], filter_name: str) -> Mapping[str, Any] 
 
     A FilterConfig wrapper is unwrapped; its own `disabled: true` becomes `disabled`.
     """
-    per_filter = _get(scope, "typed_per_filter_config")
+    per_filter = field(scope, "typed_per_filter_config")
     config = per_filter.get(filter_name) if isinstance(per_filter, Mapping) else None
     if not isinstance(config, Mapping):
         return None
@@ -170,12 +170,12 @@ def _gets_body(
         return filter_sends
     if config.get("disabled") is True:
         return True
-    settings = _get(config, "check_settings")
+    settings = field(config, "check_settings")
     if not isinstance(settings, Mapping):
         return filter_sends
-    if _get(settings, "disable_request_body_buffering") is True:
+    if field(settings, "disable_request_body_buffering") is True:
         return False
-    per_route = _get(settings, "with_request_body")
+    per_route = field(settings, "with_request_body")
     return filter_sends or (isinstance(per_route, Mapping) and bool(per_route))
 
 
@@ -206,7 +206,7 @@ def _literal(route: Mapping[str, Any]) -> str | None:
     if not isinstance(match, Mapping):
         return None
     for key in ("path", "prefix", "path_separated_prefix"):
-        value = _get(match, key)
+        value = field(match, key)
         if isinstance(value, str) and value.startswith("/"):
             return value
     return None
@@ -228,23 +228,23 @@ def _routes_taken(
 def _matches(match: Any, path: str) -> _Match:
     if not isinstance(match, Mapping):
         return _Match.MAYBE
-    if _get(match, "connect_matcher") is not None:
+    if field(match, "connect_matcher") is not None:
         return _Match.NO  # CONNECT requests only
-    fold = _get(match, "case_sensitive") is False
+    fold = field(match, "case_sensitive") is False
     subject = path.lower() if fold else path
     result = _path_matches(match, subject, fold)
-    if result is _Match.YES and any(_get(match, key) is not None for key in _CONDITIONAL):
+    if result is _Match.YES and any(field(match, key) is not None for key in _CONDITIONAL):
         return _Match.MAYBE
     return result
 
 
 def _path_matches(match: Mapping[str, Any], path: str, fold: bool) -> _Match:
     for key in _PATH_MATCHERS:
-        value = _get(match, key)
+        value = field(match, key)
         if value is None:
             continue
         if key == "safe_regex":
-            regex = _get(value, "regex") if isinstance(value, Mapping) else None
+            regex = field(value, "regex") if isinstance(value, Mapping) else None
             try:
                 hit = re.fullmatch(str(regex), path) is not None
             except re.error:

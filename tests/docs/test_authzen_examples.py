@@ -1,20 +1,24 @@
-"""The AuthZEN page's `curl` examples run as shown, against a real AuthZEN listener.
+"""The AuthZEN page's `curl` examples run as shown, against the page's own server.
 
-The listener is the server's own (`start_authzen`: aiohttp, mutual TLS, the real pipeline,
-store and audit log) serving the page's `policy.yaml` with the certificates the page's
-`dev-certs` command mints, on 127.0.0.1 port 0, reading the real clock (the certificates
-are minted around the real time by that command). The commands run verbatim through bash;
-curl reaches the `authz.internal:9443` they name through a `connect-to` line in its own
-configuration file (CURL_HOME), so the host name it verifies is the one shown. What each
-prints must be what the page shows: JSON in which every member shown has the value shown,
-`"..."` standing for any value.
+The page's `dev-certs` command mints the certificates, and its `authz-server serve`
+command runs as a real server process with the page's `policy.yaml`, on free loopback
+ports instead of the fixed ones shown (`--listen`, `--authzen-listen` given again at the
+end, which wins; metrics off). The `curl` commands run verbatim through bash; curl reaches
+the `authz.internal:9443` they name through a `connect-to` line in its own configuration
+file (CURL_HOME), so the host name it verifies is the one shown. What each prints must be
+what the page shows: JSON in which every member shown has the value shown, `"..."`
+standing for any value. The server reads the real clock, and the certificates are minted
+around the real time by that same `dev-certs` command.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import shlex
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,22 +26,22 @@ from typing import Any
 
 import pytest
 
-from authz_server.audit.log import MemoryAudit
-from authz_server.authzen import AuthzenServer, AuthzenService, start_authzen
-from authz_server.check.pipeline import Pipeline
-from authz_server.check.snapshot import Snapshot, SnapshotHolder
-from authz_server.identity.bundles import load_pem_bundles
-from authz_server.policy.load import load_policy
-from authz_server.state.memory import MemoryStore
-from authz_server.transport.tls import TlsCredentials, load_certificate_files
 from tests.docs.pages import Command, commands
 from tests.docs.workdir import environment, prepare
 
 PAGE = "api/authzen.md"
-#: What the page's `serve` command sets up, and the test reproduces in-process.
+#: The address the page's curl commands name; the page's server must listen on its port.
 ADDRESS = "authz.internal:9443"
-TRUST_DOMAIN, BUNDLE = "example.org", "certs/ca.pem"
-SERVER_CERT, SERVER_KEY = "certs/authz.pem", "certs/authz.key"
+#: Given after the page's own flags: free ports, no metrics listener.
+LOCAL_PORTS = (
+    "--listen",
+    "127.0.0.1:0",
+    "--metrics-listen",
+    "off",
+    "--authzen-listen",
+    "127.0.0.1:0",
+)
+_BOUND = re.compile(r"AuthZEN API on port (\d+)")
 ANY = "..."
 
 
@@ -49,20 +53,11 @@ def _page_commands(program: str, subcommand: str | None = None) -> list[Command]
     ]
 
 
-def _flag(argv: list[str], name: str) -> str:
-    index = argv.index(name)
-    return argv[index + 1]
-
-
-def test_the_page_serves_what_the_test_reproduces() -> None:
-    """The constants above are the page's own `serve` command, so the test follows it."""
+def test_the_page_serves_where_its_examples_ask() -> None:
     [serve] = _page_commands("authz-server", "serve")
     argv = serve.argv
-    assert _flag(argv, "--authzen-listen").rpartition(":")[2] == ADDRESS.rpartition(":")[2]
-    assert _flag(argv, "--trust-bundle") == f"{TRUST_DOMAIN}={BUNDLE}"
-    assert _flag(argv, "--authzen-tls-cert") == SERVER_CERT
-    assert _flag(argv, "--authzen-tls-key") == SERVER_KEY
-    assert _flag(argv, "--policy") == "policy.yaml"
+    listen = argv[argv.index("--authzen-listen") + 1]
+    assert listen.rpartition(":")[2] == ADDRESS.rpartition(":")[2], listen
 
 
 def test_every_endpoint_has_a_curl_example_with_a_client_certificate() -> None:
@@ -78,14 +73,14 @@ def test_every_endpoint_has_a_curl_example_with_a_client_certificate() -> None:
 
 
 @dataclass
-class Listener:
+class Server:
     workdir: Path
     env: dict[str, str]
-    server: AuthzenServer
+    port: int
 
 
 @pytest.fixture
-async def listener(tmp_path: Path) -> AsyncIterator[Listener]:
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
     if shutil.which("curl") is None:
         pytest.fail("curl is needed to run the documented examples: `make system-deps`")
     workdir = tmp_path / "work"
@@ -94,20 +89,43 @@ async def listener(tmp_path: Path) -> AsyncIterator[Listener]:
     for command in _page_commands("authz-server", "dev-certs"):
         code, output = await _run(command.text, workdir, env)
         assert code == 0, f"{command.block.where}: $ {command.text}\n{output}"
-    bundles = load_pem_bundles({TRUST_DOMAIN: workdir / BUNDLE})
-    holder = SnapshotHolder(Snapshot(load_policy(workdir / "policy.yaml"), bundles))
-    service = AuthzenService(Pipeline(store=MemoryStore()), holder, MemoryAudit())
-    certificate = load_certificate_files(str(workdir / SERVER_CERT), str(workdir / SERVER_KEY))
-    credentials = TlsCredentials(certificate, bundles.roots_pem())
-    server = await start_authzen("127.0.0.1:0", service, credentials=credentials)
-    curl_home = tmp_path / "curl"
-    curl_home.mkdir()
-    (curl_home / ".curlrc").write_text(f"connect-to = {ADDRESS}:127.0.0.1:{server.port}\n")
-    env["CURL_HOME"] = str(curl_home)
+    [serve] = _page_commands("authz-server", "serve")
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        "exec " + serve.text + " " + shlex.join(LOCAL_PORTS),
+        cwd=workdir,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    drain: asyncio.Task[bytes] | None = None
     try:
-        yield Listener(workdir, env, server)
+        port = await asyncio.wait_for(_bound_port(process), timeout=30)
+        drain = asyncio.create_task(process.stdout.read())  # the server's log, unread
+        curl_home = tmp_path / "curl"
+        curl_home.mkdir()
+        (curl_home / ".curlrc").write_text(f"connect-to = {ADDRESS}:127.0.0.1:{port}\n")
+        yield Server(workdir, {**env, "CURL_HOME": str(curl_home)}, port)
     finally:
-        await server.stop()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), timeout=30)
+        if drain is not None:
+            await drain
+
+
+async def _bound_port(process: asyncio.subprocess.Process) -> int:
+    """The AuthZEN port the server reports on its output; fails with that output if it
+    exits first."""
+    assert process.stdout is not None
+    seen: list[str] = []
+    while line := (await process.stdout.readline()).decode():
+        seen.append(line)
+        if (found := _BOUND.search(line)) is not None:
+            return int(found.group(1))
+    pytest.fail("the page's serve command exited:\n" + "".join(seen))
 
 
 async def _run(command: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
@@ -125,12 +143,12 @@ async def _run(command: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
-async def test_curl_examples_print_what_the_page_shows(listener: Listener) -> None:
+async def test_curl_examples_print_what_the_page_shows(server: Server) -> None:
     curls = _page_commands("curl")
     assert len(curls) >= 3
     for command in curls:
         where = f"{command.block.where}: $ {command.text}"
-        code, output = await _run(command.text, listener.workdir, listener.env)
+        code, output = await _run(command.text, server.workdir, server.env)
         assert code == command.exit_code, f"{where}\nexit {code}\n{output}"
         assert command.output is not None, f"{where}: the page shows no output"
         try:

@@ -1,11 +1,13 @@
-"""Conditions in evaluation (SPEC §5.4): reason precedence, deny rules, stateful order, dry run."""
+"""Conditions in evaluation: reason precedence, deny rules, stateful order, traces.
+
+Dry run is `test_evaluate_dry_run.py`.
+"""
 
 # One case per line keeps the parametrized tables readable and diffable.
 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,55 +23,21 @@ from authz_server.identity.spiffe_id import parse_spiffe_id
 from authz_server.policy.conditions.base import HOLDS, ConditionResult, RequestContext
 from authz_server.policy.conditions.kinds import precedence
 from authz_server.policy.conditions.when import When
-from authz_server.policy.evaluate import Trace, Verdict, evaluate_rules
+from authz_server.policy.evaluate import Trace, evaluate_rules
 from authz_server.policy.index import CompiledRouteIndex
 from authz_server.policy.load import load_policy_text
 from authz_server.policy.model import Effect, Policy, Rule
-from authz_server.state.memory import MemoryStore
 from authz_server.state.store import Store
-
-HEADER = "version: 1\nidentity:\n  trust_domains: [example.org]\n"
-AGENT = "spiffe://example.org/agents/acme/bot"
-THURSDAY = datetime.fromisoformat("2026-11-26T10:00:00+01:00")
-SATURDAY = datetime.fromisoformat("2026-11-28T10:00:00+01:00")
-JSON = {"content-type": "application/json"}
-
-
-def _verdict(
-    policy: Policy,
-    *,
-    headers: Mapping[str, str] | None = None,
-    body: bytes | None = None,
-    now: datetime = THURSDAY,
-    principal: str | None = AGENT,
-    path: str = "/v1/transfers",
-    trace: Trace | None = None,
-) -> Verdict:
-    ctx = RequestContext(
-        "POST",
-        "h",
-        path,
-        headers={**JSON, **(headers or {})},
-        body=body,
-        spiffe_id=parse_spiffe_id(principal) if principal else None,
-        now=now,
-        store=MemoryStore(),
-    )
-    return asyncio.run(evaluate_rules(policy, ctx, trace))
-
-
-def _summary(verdict: Verdict) -> tuple[bool, str, str | None, bool]:
-    return (
-        verdict.allowed,
-        verdict.reason.value,
-        verdict.rule.id if verdict.rule else None,
-        verdict.dry_run,
-    )
-
-
-def _granted_by(verdict: Verdict) -> str | None:
-    return verdict.enforced_rule.id if verdict.enforced_rule else None
-
+from tests.unit.policy.verdicts import (
+    AGENT,
+    HEADER,
+    JSON,
+    SATURDAY,
+    THURSDAY,
+    granted_by,
+    summary,
+    verdict_of,
+)
 
 FAILING_RULES = {
     "a-body": "    when: {body: {amount: {lte: 10}}}\n",
@@ -99,8 +67,8 @@ def _policy(names: tuple[str, ...]) -> Policy:
 )  # fmt: skip
 def test_reason_precedence(names: tuple[str, ...], reason: str, rule: str) -> None:
     """Allow rules that all fail a condition deny with the most specific reason (SPEC §5.4.4)."""
-    verdict = _verdict(_policy(names))  # no body, no x-task header, on a Thursday
-    assert _summary(verdict) == (False, reason, rule, False)
+    verdict = verdict_of(_policy(names))  # no body, no x-task header, on a Thursday
+    assert summary(verdict) == (False, reason, rule, False)
 
 
 def test_reason_order_is_the_spec_order() -> None:
@@ -122,7 +90,7 @@ def test_one_rule_reports_its_most_specific_failure() -> None:
         "rules:\n  - id: r\n    paths: ['/v1/transfers']\n    effect: allow\n"
         "    when:\n      body: {a: {equals: 1}}\n      expr: 'request.method == \"GET\"'\n"
     )
-    verdict = _verdict(load_policy_text(text))
+    verdict = verdict_of(load_policy_text(text))
     assert (verdict.reason, verdict.detail) == (Reason.CONDITION_FAILED, "expression is false")
 
 
@@ -163,7 +131,7 @@ def test_deny_rules(
     body: bytes | None, now: datetime, expected: tuple[bool, str, str | None, bool]
 ) -> None:
     """A deny rule applies when its `when` holds or cannot be judged, never when it fails."""
-    assert _summary(_verdict(load_policy_text(DENY_POLICY), body=body, now=now)) == expected
+    assert summary(verdict_of(load_policy_text(DENY_POLICY), body=body, now=now)) == expected
 
 
 @dataclass
@@ -216,17 +184,19 @@ def test_stateful_runs_last_and_only_for_the_deciding_rule() -> None:
         _rule("b-limit", when=When(stateful=(limit,))),
         _rule("c-header-then-limit", when=When(HEADER_COND, (blocked,))),
     )
-    verdict = _verdict(_built(*rules))
-    assert _summary(verdict) == (False, "approval_required", "a-approval", False)
+    verdict = verdict_of(_built(*rules))
+    assert summary(verdict) == (False, "approval_required", "a-approval", False)
     assert (approve.calls, limit.calls, blocked.calls) == (["/v1/transfers"], ["/v1/transfers"], [])
 
     granted = FakeStateful(ConditionResult.fails(Reason.RATE_LIMITED, "unused"))
-    verdict = _verdict(_built(_rule("a", when=When(stateful=(granted,))), _rule("z-plain")))
-    assert _summary(verdict) == (True, "allowed_by_rule", "z-plain", False)
+    verdict = verdict_of(_built(_rule("a", when=When(stateful=(granted,))), _rule("z-plain")))
+    assert summary(verdict) == (True, "allowed_by_rule", "z-plain", False)
     assert granted.calls == []
 
-    verdict = _verdict(_built(_rule("a", when=When(stateful=(granted,))), _rule("d", Effect.DENY)))
-    assert _summary(verdict) == (False, "denied_by_rule", "d", False)
+    verdict = verdict_of(
+        _built(_rule("a", when=When(stateful=(granted,))), _rule("d", Effect.DENY))
+    )
+    assert summary(verdict) == (False, "denied_by_rule", "d", False)
     assert granted.calls == []
 
 
@@ -240,8 +210,8 @@ def test_stateful_stops_at_the_first_rule_that_grants() -> None:
         _rule("b", when=When(stateful=(ok,))),
         _rule("c", when=When(stateful=(later,))),
     )
-    verdict = _verdict(_built(*rules))
-    assert _summary(verdict) == (True, "allowed_by_rule", "b", False)
+    verdict = verdict_of(_built(*rules))
+    assert summary(verdict) == (True, "allowed_by_rule", "b", False)
     assert (len(first.calls), len(ok.calls), len(later.calls)) == (1, 1, 0)
 
 
@@ -255,135 +225,8 @@ def test_a_stateful_condition_that_raises_denies() -> None:
             raise ConnectionError("store down")
 
     broken = Broken(ConditionResult.fails(Reason.RATE_LIMITED, ""))
-    verdict = _verdict(_built(_rule("a", when=When(stateful=(broken,)))))
-    assert _summary(verdict) == (False, "internal_error", "a", False)
-
-
-DRY = (
-    HEADER
-    + """\
-rules:
-  - id: transfers
-    paths: ['/v1/transfers']
-    effect: allow
-    mode: {mode}
-    when: {{body: {{amount: {{lte: 1000}}}}}}
-  - id: open
-    paths: ['/v1/open']
-    effect: allow
-  - id: audit-big
-    paths: ['/v1/transfers', '/v1/open']
-    effect: deny
-    mode: dry_run
-    when: {{body: {{amount: {{gt: 500}}}}}}
-"""
-)
-
-
-@pytest.mark.parametrize(
-    ("mode", "path", "amount", "expected"),
-    [
-        pytest.param("enforce", "/v1/transfers", 100, (True, "allowed_by_rule", "transfers", False), id="enforced-holds"),
-        pytest.param("enforce", "/v1/transfers", 5000, (False, "condition_failed", "transfers", False), id="enforced-fails"),
-        pytest.param("dry_run", "/v1/transfers", 5000, (False, "no_matching_rule", None, False), id="dry-allow-fails-grants-nothing"),
-        pytest.param("dry_run", "/v1/transfers", 100, (False, "no_matching_rule", None, False), id="dry-allow-holds-grants-nothing"),
-        pytest.param("enforce", "/v1/open", 700, (False, "denied_by_rule", "audit-big", True), id="dry-deny-over-allow"),
-        pytest.param("enforce", "/v1/open", 100, (True, "allowed_by_rule", "open", False), id="dry-deny-when-fails"),
-        pytest.param("enforce", "/v1/transfers", 700, (False, "denied_by_rule", "audit-big", True), id="dry-deny-over-conditional-allow"),
-    ],
-)  # fmt: skip
-def test_dry_run_with_conditions(
-    mode: str, path: str, amount: int, expected: tuple[bool, str, str | None, bool]
-) -> None:
-    """A dry-run deny over an enforced allow is recorded, enforced as allow; a dry-run
-    allow rule grants nothing, whether its conditions hold or not."""
-    policy = load_policy_text(DRY.format(mode=mode))
-    body = json.dumps({"amount": amount}).encode()
-    assert _summary(_verdict(policy, body=body, path=path)) == expected
-
-
-def test_dry_run_deny_never_lets_an_enforced_condition_failure_through() -> None:
-    """Enforced allow rule fails its condition: the deny stands, the dry-run deny changes nothing."""
-    policy = load_policy_text(DRY.format(mode="enforce"))
-    verdict = _verdict(policy, body=b'{"amount": 5000}')
-    assert _summary(verdict) == (False, "condition_failed", "transfers", False)
-
-
-PROBE = HEADER + (
-    "rules:\n"
-    "  - id: a-transfers\n    paths: ['/v1/transfers']\n    effect: allow\n"
-    "    when: {body: {amount: {lte: 1000}}}\n"
-    "  - id: z-dry-run\n    paths: ['/v1/**']\n    effect: allow\n    mode: dry_run\n"
-    "    when: {headers: {x-task: {present: true}}}\n"
-)
-
-
-@pytest.mark.parametrize(
-    ("headers", "amount", "expected"),
-    [
-        pytest.param({}, 5000, (False, "condition_failed", "a-transfers", False), id="both-fail"),
-        pytest.param({"x-task": "1"}, 5000, (False, "condition_failed", "a-transfers", False), id="dry-run-rule-holds"),
-        pytest.param({}, 500, (True, "allowed_by_rule", "a-transfers", False), id="enforced-holds"),
-    ],
-)  # fmt: skip
-def test_a_dry_run_allow_rule_cannot_hide_an_enforced_failure(
-    headers: dict[str, str], amount: int, expected: tuple[bool, str, str | None, bool]
-) -> None:
-    """Review probe: a broad dry-run allow rule never admits a request an enforced rule
-    refuses; the deny names the enforced rule's reason and is not flagged dry_run."""
-    body = json.dumps({"amount": amount}).encode()
-    verdict = _verdict(load_policy_text(PROBE), headers=headers, body=body)
-    assert _summary(verdict) == expected
-
-
-@pytest.mark.parametrize(
-    ("amount", "expected"),
-    [
-        pytest.param(5, (False, "condition_failed", "transfers", True), id="would-be-deny-recorded"),
-        pytest.param(0, (True, "allowed_by_default", None, False), id="would-be-allow"),
-    ],
-)  # fmt: skip
-def test_defaults_dry_run_observes_the_whole_policy(
-    amount: int, expected: tuple[bool, str, str | None, bool]
-) -> None:
-    """`defaults.mode: dry_run` enforces allow and records a failing condition as the
-    would-be deny, with no enforced rule to name."""
-    text = HEADER + (
-        "defaults: {mode: dry_run}\nrules:\n  - id: transfers\n    paths: ['/v1/transfers']\n"
-        "    effect: allow\n    when: {body: {amount: {lte: 1}}}\n"
-    )
-    verdict = _verdict(load_policy_text(text), body=json.dumps({"amount": amount}).encode())
-    assert (_summary(verdict), _granted_by(verdict)) == (expected, None)
-
-
-def test_defaults_dry_run_with_an_enforced_rule() -> None:
-    """In an observe-only policy a `mode: enforce` allow rule's failing condition is
-    enforced, and one that grants is named as the enforced rule of a would-be deny."""
-    text = HEADER + (
-        "defaults: {mode: dry_run}\nrules:\n"
-        "  - id: transfers\n    paths: ['/v1/transfers']\n    effect: allow\n    mode: enforce\n"
-        "    when: {body: {amount: {lte: 1000}}}\n"
-        "  - id: big\n    paths: ['/v1/transfers']\n    effect: deny\n"
-        "    when: {body: {amount: {gt: 100}}}\n"
-    )
-    policy = load_policy_text(text)
-    refused = _verdict(policy, body=b'{"amount": 5000}')
-    assert _summary(refused) == (False, "condition_failed", "transfers", False)
-    recorded = _verdict(policy, body=b'{"amount": 500}')
-    assert (_summary(recorded), _granted_by(recorded)) == (
-        (False, "denied_by_rule", "big", True),
-        "transfers",
-    )
-
-
-def test_anonymous_caller_is_never_admitted_by_a_default() -> None:
-    """A dry-run deny over `defaults.decision: allow` still leaves an anonymous caller out."""
-    text = HEADER + (
-        "defaults: {decision: allow}\nrules:\n  - id: d\n    paths: ['/v1/transfers']\n"
-        "    effect: deny\n    mode: dry_run\n"
-    )
-    verdict = _verdict(load_policy_text(text), principal=None)
-    assert _summary(verdict) == (False, "no_identity", None, False)
+    verdict = verdict_of(_built(_rule("a", when=When(stateful=(broken,)))))
+    assert summary(verdict) == (False, "internal_error", "a", False)
 
 
 def test_trace_shows_each_condition() -> None:
@@ -395,7 +238,7 @@ def test_trace_shows_each_condition() -> None:
         "      body: {a: {equals: 1}}\n      expr: 'true'\n"
     )
     trace = Trace()
-    _verdict(load_policy_text(text), trace=trace)
+    verdict_of(load_policy_text(text), trace=trace)
     failed = {"decision": "deny", "reason": "condition_failed", "rule": "r"}
     assert trace.steps == [
         {
@@ -457,9 +300,9 @@ def test_rule_order_never_changes_a_decision_with_conditions(
     rng.shuffle(blocks)
     shuffled = load_policy_text(header + "".join(blocks))
     for headers, body, now in ORDER_REQUESTS:
-        a = _verdict(reference, headers=headers, body=body, now=now)
-        b = _verdict(shuffled, headers=headers, body=body, now=now)
-        assert (_summary(a), _granted_by(a)) == (_summary(b), _granted_by(b))
+        a = verdict_of(reference, headers=headers, body=body, now=now)
+        b = verdict_of(shuffled, headers=headers, body=body, now=now)
+        assert (summary(a), granted_by(a)) == (summary(b), granted_by(b))
 
 
 class CountingContext(RequestContext):

@@ -4,18 +4,20 @@ It mints dev certificates, writes a small policy, starts the three processes wit
 shipped `envoy/front-proxy.yaml`, then makes the calls that show what the server is for:
 an allowed call with the headers upstream can trust, denials with their reasons, a
 certificate Envoy accepts but the server refuses, path tricks and a forged header.
-Then one human approval round trip: the agent's transfer is refused with an approval id,
-a human approves it with `authz-server approvals approve` over mutual TLS (the admin API),
-the retry is allowed, and a replay of the same call is refused again.
+Then one human approval round trip through the web approval console (`approval.py`): the
+agent's transfer is refused with an approval id, the demo's webhook receiver gets the
+signed notification with the console link, a human approves it in the console over mutual
+TLS, the retry is allowed, a replay is refused again and rejected with the admin CLI.
 It exits 0 only if every step gave the expected answer, so `make demo` doubles as a smoke
 test; on a terminal (and without `--once`) it then keeps the stack up until Ctrl-C and
-prints curl commands to try against it. Otherwise the stack stops with the tour, so it
-prints no commands that could only fail, and says how to keep the stack running.
+prints curl commands to try against it, and the console URL with the certificate to
+import in a browser. Otherwise the stack stops with the tour, so it prints no commands
+that could only fail, and says how to keep the stack running.
 """
 
 from __future__ import annotations
 
-import os
+import secrets
 import shlex
 import signal
 import sys
@@ -24,70 +26,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509 import load_pem_x509_certificate
-
-from authz_server.tools import devcerts, stack
+from authz_server.tools import stack
+from authz_server.tools.demo.certs import (
+    BROWSER_P12,
+    IDS,
+    P12_PASSWORD,
+    TRUST_DOMAIN,
+    mint_demo_certs,
+    write_private,
+)
+from authz_server.tools.demo.policy import DEMO_POLICY, demo_policy
+from authz_server.tools.demo.receiver import DemoReceiver
 from authz_server.tools.envoy_config import render_envoy_config, with_trusted_ca
 
-__all__ = ["DEMO_POLICY", "IDS", "TOUR", "run_demo"]
-
-TRUST_DOMAIN = "example.org"
-IDS = {
-    "envoy": "spiffe://example.org/envoy/front-proxy",
-    "frontend": "spiffe://example.org/ns/shop/sa/frontend",
-    "agent": "spiffe://example.org/agents/acme/bot",
-    "human": "spiffe://example.org/humans/alice",
-    # The admin API's own certificate (DNS SAN localhost), for `approvals approve`.
-    "authz-admin": "spiffe://example.org/authz-server",
-}
+__all__ = ["DEMO_POLICY", "IDS", "TOUR", "demo_policy", "run_demo"]
 
 #: How the tour names each caller: the SPIFFE ID in the certificate it presents.
 CALLERS = {**IDS, "two-uris": f"{IDS['frontend']} + {IDS['agent']} (two URI SANs)"}
-
-DEMO_POLICY = """\
-# The demo's policy: edit it and restart the demo to try your own rules.
-version: 1
-identity:
-  trust_domains: [example.org]
-  sources: [peer]
-  require_certificate: true
-defaults:
-  decision: deny
-  mode: enforce
-admin:
-  principals: ["spiffe://example.org/humans/*"]   # who may use the admin API
-rules:
-  - id: agent-transfers
-    description: An agent moves money only with a human's approval, once per approval
-    methods: [POST]
-    paths: ["/v1/transfers"]
-    principals: ["spiffe://example.org/agents/*/*"]
-    effect: allow
-    when:
-      approval: {approvers: ["spiffe://example.org/humans/*"], ttl: 15m}
-  - id: orders-read
-    description: Shop frontends read orders
-    methods: [GET, HEAD]
-    paths: ["/v1/orders", "/v1/orders/{id}"]
-    principals: ["spiffe://example.org/ns/shop/sa/*"]
-    effect: allow
-  - id: tenant-scope
-    description: An agent acts only inside its own tenant
-    paths: ["/v1/tenants/{tenant}/**"]
-    principals: ["spiffe://example.org/agents/{tenant}/*"]
-    effect: allow
-  - id: humans-read-reports
-    methods: [GET]
-    paths: ["/v1/reports/**"]
-    principals: ["spiffe://example.org/humans/*"]
-    effect: allow
-  - id: no-admin-from-agents
-    paths: ["/admin/**"]
-    principals: ["spiffe://example.org/agents/**"]
-    effect: deny
-"""
 
 
 @dataclass(frozen=True)
@@ -213,23 +168,6 @@ TOUR = [
 ]
 
 
-def _mint(certs: Path) -> None:
-    """Dev certificates for every demo caller, plus one leaf with two URI SANs."""
-    dns = {"envoy": ["localhost"], "authz-admin": ["localhost"]}
-    # A fresh CA every run: the demo's state is its own and nothing outside trusts it.
-    devcerts.write_dev_certs(certs, TRUST_DOMAIN, IDS, dns=dns, force=True)
-    key = serialization.load_pem_private_key((certs / "ca.key").read_bytes(), password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):  # write_dev_certs mints P-256
-        raise TypeError(f"{certs / 'ca.key'}: expected an EC key")
-    ca_cert = load_pem_x509_certificate((certs / "ca.pem").read_bytes())
-    authority = devcerts.Authority(TRUST_DOMAIN, ca_cert, key)
-    cert, leaf_key = devcerts.mint_svid(authority, IDS["frontend"], extra_uris=[IDS["agent"]])
-    (certs / "two-uris.pem").write_bytes(devcerts.pem(cert))
-    fd = os.open(certs / "two-uris.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:  # a private key is never world-readable
-        handle.write(devcerts.key_pem(leaf_key))
-
-
 def _run_step(number: int, step: Step, ports: dict[str, int], certs: Path) -> bool:
     port = ports[step.proxy]
     cert = (certs / f"{step.caller}.pem", certs / f"{step.caller}.key") if step.caller else None
@@ -264,7 +202,15 @@ def _describe(reply: stack.Reply) -> None:
         print(f"   → {reply.status} from Envoy itself (authz-server never asked)")
 
 
-def _try_next(port: int, certs: Path, audit_log: Path, logs: Path) -> None:
+def _console_help(console_url: str, certs: Path) -> None:
+    print(f"Approval console: {console_url}/approvals")
+    print(
+        f"  in a browser: import {certs / BROWSER_P12} (password: {P12_PASSWORD}) as your "
+        f"certificate, trust {certs / 'ca.pem'} for websites, then open the URL"
+    )
+
+
+def _try_next(port: int, console_url: str, certs: Path, audit_log: Path, logs: Path) -> None:
     def curl(caller: str, path: str, *extra: str) -> str:
         args = ["curl", "-s", "--cacert", str(certs / "ca.pem")]
         args += ["--cert", str(certs / f"{caller}.pem"), "--key", str(certs / f"{caller}.key")]
@@ -275,6 +221,7 @@ def _try_next(port: int, certs: Path, audit_log: Path, logs: Path) -> None:
     print(f"  {curl('human', '/v1/reports/q3')}")
     print(f"  {curl('agent', '/v1/orders/42', '-i')}")
     print(f"  {curl('frontend', '/v1/orders/42;x', '--path-as-is', '-i')}")
+    _console_help(console_url, certs)
     print(f"Audit log: {audit_log}\nProcess logs: {logs}")
 
 
@@ -284,9 +231,57 @@ def _stopped(once: bool, audit_log: Path, logs: Path) -> None:
         f"\nThe stack has stopped ({why}): Envoy, authz-server and the backend exit with the"
         " tour, so there is nothing left to call.\n"
         "To keep it running and try your own calls, run `authz-server demo` (or `make demo`)"
-        " from a terminal, without --once; it prints curl commands and stays up until Ctrl-C."
+        " from a terminal, without --once; it prints curl commands and the console URL and"
+        " stays up until Ctrl-C."
     )
     print(f"Audit log: {audit_log}\nProcess logs: {logs}")
+
+
+def _start_stack(
+    template: Path, certs: Path, logs: Path, policy: Path, audit_log: Path, ports: dict[str, int]
+) -> list[stack.Service]:
+    """Backend, authz-server (admin API and console on `ports`), the shipped front proxy
+    and its optional-certificate variant; `ports` gains "spiffe" and "optional"."""
+    services: list[stack.Service] = []
+    try:
+        backend = stack.start_backend(logs)
+        services.append(backend)
+        server_cert, server_key = str(certs / "authz-admin.pem"), str(certs / "authz-admin.key")
+        listeners = [
+            "--admin-listen", f"{stack.LOOPBACK}:{ports['admin']}",
+            "--admin-tls-cert", server_cert, "--admin-tls-key", server_key,
+            "--console-listen", f"{stack.LOOPBACK}:{ports['console']}",
+            "--console-tls-cert", server_cert, "--console-tls-key", server_key,
+        ]  # fmt: skip
+        authz = stack.start_authz(
+            logs,
+            policy=policy,
+            bundles={TRUST_DOMAIN: certs / "ca.pem"},
+            audit_log=audit_log,
+            extra_args=listeners,
+        )
+        services.append(authz)
+        for name, variant in (("envoy", None), ("envoy-optional-cert", certs / "ca.pem")):
+            port = stack.free_port()
+            config = render_envoy_config(
+                template,
+                LISTEN_ADDRESS=stack.LOOPBACK,
+                LISTEN_PORT=port,
+                ADMIN_PORT=stack.free_port(),
+                CERT_DIR=certs,
+                TRUST_DOMAIN=TRUST_DOMAIN,
+                AUTHZ_PORT=authz.port,
+                BACKEND_PORT=backend.port,
+            )
+            if variant is not None:
+                config = with_trusted_ca(config, variant)
+            services.append(stack.start_envoy(logs, name, config, listen_port=port))
+            ports["spiffe" if variant is None else "optional"] = port
+        ports["authz"], ports["backend"] = authz.port, backend.port
+        return services
+    except BaseException:
+        _stop_all(services)
+        raise
 
 
 def run_demo(workdir: Path, once: bool = False) -> int:
@@ -297,67 +292,35 @@ def run_demo(workdir: Path, once: bool = False) -> int:
         return 1
     workdir = workdir.resolve()
     certs, logs = workdir / "certs", workdir / "logs"
-    _mint(certs)
+    mint_demo_certs(certs)
+    secret = secrets.token_hex(32).encode()
+    secret_file = certs / "notify-secret"
+    write_private(secret_file, secret)
     policy, audit_log = workdir / "policy.yaml", workdir / "audit.jsonl"
-    policy.write_text(DEMO_POLICY, encoding="utf-8")
+    ports = {"admin": stack.free_port(), "console": stack.free_port()}
+    console_url = f"https://localhost:{ports['console']}"
+    receiver = DemoReceiver(secret)
+    policy.write_text(demo_policy(console_url, receiver.url, secret_file), encoding="utf-8")
     services: list[stack.Service] = []
+    receiver.start()
     try:
-        services.append(stack.start_backend(logs))
-        admin_port = stack.free_port()
-        admin_args = [
-            "--admin-listen", f"{stack.LOOPBACK}:{admin_port}",
-            "--admin-tls-cert", str(certs / "authz-admin.pem"),
-            "--admin-tls-key", str(certs / "authz-admin.key"),
-        ]  # fmt: skip
-        services.append(
-            stack.start_authz(
-                logs,
-                policy=policy,
-                bundles={TRUST_DOMAIN: certs / "ca.pem"},
-                audit_log=audit_log,
-                extra_args=admin_args,
-            )
-        )
-        port, admin = stack.free_port(), stack.free_port()
-        config = render_envoy_config(
-            template,
-            LISTEN_ADDRESS=stack.LOOPBACK,
-            LISTEN_PORT=port,
-            ADMIN_PORT=admin,
-            CERT_DIR=certs,
-            TRUST_DOMAIN=TRUST_DOMAIN,
-            AUTHZ_PORT=services[1].port,
-            BACKEND_PORT=services[0].port,
-        )
-        services.append(stack.start_envoy(logs, "envoy", config, listen_port=port))
-        optional_port = stack.free_port()
-        optional = render_envoy_config(
-            template,
-            LISTEN_ADDRESS=stack.LOOPBACK,
-            LISTEN_PORT=optional_port,
-            ADMIN_PORT=stack.free_port(),
-            CERT_DIR=certs,
-            TRUST_DOMAIN=TRUST_DOMAIN,
-            AUTHZ_PORT=services[1].port,
-            BACKEND_PORT=services[0].port,
-        )
-        optional = with_trusted_ca(optional, certs / "ca.pem")
-        services.append(
-            stack.start_envoy(logs, "envoy-optional-cert", optional, listen_port=optional_port)
-        )
-        ports = {"spiffe": port, "optional": optional_port}
+        services = _start_stack(template, certs, logs, policy, audit_log, ports)
         print(
-            f"Envoy https://localhost:{port} → authz-server 127.0.0.1:{services[1].port}"
-            f" → backend 127.0.0.1:{services[0].port}  (policy: {policy})"
+            f"Envoy https://localhost:{ports['spiffe']} → authz-server 127.0.0.1:{ports['authz']}"
+            f" → backend 127.0.0.1:{ports['backend']}  (policy: {policy})"
         )
+        _console_help(console_url, certs)
+        print(f"Approval notifications → the demo's receiver at {receiver.url}")
         results = [_run_step(n, step, ports, certs) for n, step in enumerate(TOUR, 1)]
-        from authz_server.tools.demo.approval import approval_round_trip
+        from authz_server.tools.demo.approval import ApprovalStack, approval_round_trip
 
-        results += approval_round_trip(len(TOUR) + 1, port, admin_port, certs)
+        demo = ApprovalStack(ports["spiffe"], ports["admin"], ports["console"], certs, receiver)
+        results += approval_round_trip(len(TOUR) + 1, demo)
         passed = sum(results)
         print(f"\n{passed}/{len(results)} steps as expected.")
         if not once and sys.stdin.isatty():
-            _try_next(port, certs, audit_log, logs)  # only while the stack is there to call
+            # only while the stack is there to call
+            _try_next(ports["spiffe"], console_url, certs, audit_log, logs)
             _wait_for_interrupt(services)
         else:
             _stop_all(services)  # before saying so
@@ -370,6 +333,7 @@ def run_demo(workdir: Path, once: bool = False) -> int:
         return 130
     finally:
         _stop_all(services)
+        receiver.stop()
 
 
 def _stop_all(services: Sequence[stack.Service]) -> None:

@@ -145,6 +145,8 @@ def start_bench_server(
         argv += ["--trust-bundle", f"{TRUST_DOMAIN}={bundle}"]
     if audit_log is not None:
         argv += ["--audit-log", str(audit_log)]
+    if kind == "authz":  # phase E loads its AuthZEN listener; idle otherwise
+        argv += ["--authzen-listen", f"{LOOPBACK}:0"]
     if uvloop:
         argv.append("--uvloop")
     log_path = workdir / f"{name}.log"

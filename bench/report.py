@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["render_table", "targets"]
 
-_BASELINE = {"A": "noop", "C": "ext_authz_noop"}
+_BASELINE = {"A": "noop", "C": "ext_authz_noop", "E": "grpc"}
 _LABELS = {
     "noop": "do-nothing server",
     "authz": "authz-server",
@@ -28,6 +28,8 @@ _LABELS = {
     "rbac": "Envoy RBAC filter",
     "ext_authz_authz": "ext_authz → authz-server",
     "ext_authz_noop": "ext_authz → do-nothing",
+    "grpc": "Check over gRPC (h2c)",
+    "authzen": "AuthZEN over HTTP/1.1",
 }
 _METRICS = ("rps", "cpu_us", "server_cpu_us", "p50_ms", "p99_ms")
 #: OPA-Envoy's published figures for its Check handler at 1,000 req/s (median, p99; µs).
@@ -102,6 +104,8 @@ def targets(phases: Mapping[str, Any], config: BenchConfig) -> dict[str, Any]:
         server = summary["C_server"] = _server_latency(phases["C"]["runs"]["ext_authz_authz"])
         goals.append(_target("C server-side Check p50 µs", server["server_p50_us"], 150, False))
         goals.append(_target("C server-side Check p99 µs", server["server_p99_us"], 1000, False))
+    if "E" in phases:  # the HTTP path's figures beside the gRPC path's; no target
+        summary["E"] = summarize(phases["E"]["runs"], "grpc")
     if "D" in phases:
         d = summary["D"] = dict(phases["D"])
         goals.append(_target(f"D RSS MB with {d['rules']} rules", d["rss_mb_loaded"], 150, False))
@@ -196,7 +200,7 @@ def render_table(document: Mapping[str, Any]) -> str:
         "B": config["direct"]["rate"],
         "C": config["envoy"]["rate"],
     }
-    for phase in ("A", "B", "C"):
+    for phase in ("A", "B", "C", "E"):
         if phase not in summary:
             continue
         rows = summary[phase]

@@ -1,6 +1,6 @@
 """`make bench`: authz-server against its ceiling and against Envoy's own RBAC (SPEC §11).
 
-    python -m bench.run [--reps 3] [--phases ABCDW] [--quick] [--uvloop] [--out FILE.json]
+    python -m bench.run [--reps 3] [--phases ABCDWE] [--quick] [--uvloop] [--out FILE.json]
 
 Phases, each alternating its variants (the order rotates every repetition) and reporting
 the median over repetitions; every ratio is the median of per-repetition ratios, so each
@@ -19,6 +19,8 @@ W  workers: `serve` with 1 and with 2 worker processes on the memory store (the 
    SO_REUSEPORT), direct and through Envoy (authz cluster `max_concurrent_streams` low
    enough that Envoy opens several connections): req/s, server CPU-µs per decision,
    and the scaling ratio (2 workers / 1 worker).
+E  the HTTP path: phase A's authz-server asked the same mix as AuthZEN evaluations over
+   HTTP/1.1, beside the gRPC Check on that same process (`authzen.py`): req/s, p50/p99.
 
 Method notes. Load comes from h2load in separate processes, one per request kind of
 `workload.MIX` (h2load sends one body per process), pre-framed gRPC bodies for A/B and
@@ -50,6 +52,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench import authzen
 from bench.envoy import BenchEnvoy, start_bench_envoy
 from bench.machine import machine_info
 from bench.phases import Bench, Sizes
@@ -69,7 +72,7 @@ class BenchConfig:
     workdir: Path = ROOT / "bench-results" / "work"
     out: Path = ROOT / "bench-results" / "results.json"
     reps: int = 3
-    phases: str = "ABCDW"
+    phases: str = "ABCDWE"
     a_rules: int = 200
     b_rules: tuple[int, ...] = (10, 1_000, 10_000)
     d_rules: int = 10_000
@@ -293,12 +296,27 @@ def _phase_w(run: _Run) -> dict[str, Any]:
     return result
 
 
+def _phase_e(run: _Run) -> dict[str, Any]:
+    c, bench = run.config, run.bench
+    server = run.server(f"authz-{c.a_rules}", c.a_rules)
+    port = authzen.authzen_port(server)
+    targets = authzen.authzen_targets(port, authzen.write_bodies(c.workdir))
+    authzen.cross_check(bench, server, port)
+    authzen.warm(bench, targets, c.warmup)
+    variants: dict[str, Callable[[], dict[str, float]]] = {
+        "grpc": partial(bench.direct, "E grpc", server, c.direct),
+        "authzen": partial(authzen.measure, bench, "E authzen", server, targets, c.direct),
+    }
+    return {"runs": run.alternate(variants)}
+
+
 _PHASES = {
     "A": _phase_a,
     "B": _phase_b,
     "C": _phase_c,
     "D": _phase_d,
     "W": _phase_w,
+    "E": _phase_e,
 }
 
 
@@ -341,7 +359,7 @@ def _config_json(config: BenchConfig) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, help="repetitions per variant (default 3)")
-    parser.add_argument("--phases", default=None, help="subset of ABCDW (default all)")
+    parser.add_argument("--phases", default=None, help="subset of ABCDWE (default all)")
     parser.add_argument("--quick", action="store_true", help="tiny counts: proves the harness")
     parser.add_argument(
         "--out", type=Path, help="result JSON; the table goes beside it as .md (bench-results/)"

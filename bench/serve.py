@@ -59,6 +59,9 @@ async def _run(args: argparse.Namespace) -> int:
             listen=args.listen,
             trust_bundles=bundles,
             audit_log=args.audit_log,
+            # AuthZEN beside Check (phase E): plaintext on loopback, h2load has no client cert.
+            authzen_listen=args.authzen_listen,
+            authzen_insecure_local=args.authzen_listen is not None,
         )
         running = await start_server(settings, pipeline=Pipeline(MemoryStore(), verifier=verifier))
         port, stop_server = running.port, running.stop
@@ -69,6 +72,10 @@ async def _run(args: argparse.Namespace) -> int:
                 "decisions": running.service.decisions,
                 "cert_cache": {"hits": info.hits, "misses": info.misses, "size": info.currsize},
                 "audit_records": running.audit.stats.records,
+                "authzen_port": running.authzen_port,
+                "authzen_decisions": (
+                    running.authzen.handler.service.decisions if running.authzen else 0
+                ),
             }
 
     seq = 0
@@ -97,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policy")
     parser.add_argument("--trust-bundle", action="append", default=[], metavar="TD=PEM")
     parser.add_argument("--audit-log", default=None)
+    parser.add_argument(
+        "--authzen-listen", default=None, help="also serve AuthZEN here (plaintext, loopback)"
+    )
     parser.add_argument("--uvloop", action="store_true", help="run the event loop on uvloop")
     args = parser.parse_args(argv)
     if args.kind == "authz" and not args.policy:

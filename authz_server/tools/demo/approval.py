@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authz_server.tools import stack
+from authz_server.tools.demo.certs import IDS
 from authz_server.tools.demo.receiver import DemoReceiver
-from authz_server.tools.demo.tour import IDS, _allowed, _denied, _describe
+from authz_server.tools.demo.replies import allowed, denied, describe
 
 __all__ = ["APPROVAL_STEPS", "ApprovalStack", "admin_command", "approval_round_trip"]
 
@@ -104,7 +105,7 @@ def _told(demo: ApprovalStack, event: str, approval_id: str) -> str | None:
 def _refused_with_id(reply: stack.Reply) -> tuple[str, str | None]:
     """The approval id of an approval_required refusal, and the problem if it is not one."""
     approval_id = reply.headers.get("x-authz-approval-id", "")
-    problem = _denied(403, "approval_required")(reply)
+    problem = denied(403, "approval_required")(reply)
     if problem is None and (not approval_id or reply.json().get("approval_id") != approval_id):
         problem = "expected the approval id in x-authz-approval-id and in the body"
     return approval_id, problem
@@ -123,7 +124,7 @@ def approval_round_trip(first: int, demo: ApprovalStack) -> list[bool]:
     number, title = next(titles)
     print(f"\n{number}. {title}\n   POST /v1/transfers {TRANSFER.decode()}  as {IDS['agent']}")
     reply = demo.transfer()
-    _describe(reply)
+    describe(reply)
     approval_id, problem = _refused_with_id(reply)
     report(problem or _told(demo, "pending", approval_id))
 
@@ -156,13 +157,13 @@ def approval_round_trip(first: int, demo: ApprovalStack) -> list[bool]:
     number, title = next(titles)
     print(f"\n{number}. {title}")
     reply = demo.transfer()
-    _describe(reply)
-    report(_allowed("agent-transfers", IDS["agent"])(reply))
+    describe(reply)
+    report(allowed("agent-transfers", IDS["agent"])(reply))
 
     number, title = next(titles)
     print(f"\n{number}. {title}")
     reply = demo.transfer()
-    _describe(reply)
+    describe(reply)
     replay_id, problem = _refused_with_id(reply)
     report(problem)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authz_server.tools import stack
+from authz_server.tools.demo.approval import ApprovalStack, approval_round_trip
 from authz_server.tools.demo.certs import (
     BROWSER_P12,
     IDS,
@@ -37,6 +38,7 @@ from authz_server.tools.demo.certs import (
 )
 from authz_server.tools.demo.policy import DEMO_POLICY, demo_policy
 from authz_server.tools.demo.receiver import DemoReceiver
+from authz_server.tools.demo.replies import allowed, denied, describe
 from authz_server.tools.envoy_config import render_envoy_config, with_trusted_ca
 
 __all__ = ["DEMO_POLICY", "IDS", "TOUR", "demo_policy", "run_demo"]
@@ -59,44 +61,15 @@ class Step:
     proxy: str = "spiffe"
 
 
-def _allowed(rule: str, principal: str) -> Callable[[stack.Reply | None], str | None]:
-    def check(reply: stack.Reply | None) -> str | None:
-        if reply is None or reply.status != 200:
-            return "expected 200"
-        seen = reply.json()["headers"]
-        if seen.get("x-authz-principal") != principal or seen.get("x-authz-rule") != rule:
-            return f"expected x-authz-principal={principal} and x-authz-rule={rule} upstream"
-        return None
-
-    return check
-
-
-def _denied(status: int, *reasons: str) -> Callable[[stack.Reply | None], str | None]:
-    def check(reply: stack.Reply | None) -> str | None:
-        if reply is None:
-            return f"expected {status}, the connection was refused"
-        if reply.status != status:
-            return f"expected {status}"
-        if not reasons:  # Envoy's own refusal (no JSON body) is what is expected
-            return None
-        if "x-authz-decision-id" not in reply.headers:
-            return "expected the answer to come from authz-server"
-        if reply.json().get("reason") not in reasons:
-            return f"expected reason {' or '.join(reasons)}"
-        return None
-
-    return check
-
-
 def _refused_or_401(reply: stack.Reply | None) -> str | None:
     # Envoy 1.40's SPIFFE validator requires a client certificate whatever
     # require_client_certificate says (envoyproxy/envoy#26412); a fixed Envoy lets the
     # caller through to authz-server, which answers 401 no_identity. Both are correct.
-    return None if reply is None else _denied(401, "no_identity")(reply)
+    return None if reply is None else denied(401, "no_identity")(reply)
 
 
 def _exactly_401(reply: stack.Reply | None) -> str | None:
-    return _denied(401, "no_identity")(reply)
+    return denied(401, "no_identity")(reply)
 
 
 FORGED = (("x-authz-principal", "spiffe://example.org/humans/root"), ("x-authz-rule", "forged"))
@@ -106,21 +79,21 @@ TOUR = [
         "A shop frontend reads an order",
         "/v1/orders/42",
         "frontend",
-        _allowed("orders-read", IDS["frontend"]),
+        allowed("orders-read", IDS["frontend"]),
     ),
     Step(
         "The agent works inside its own tenant",
         "/v1/tenants/acme/reports",
         "agent",
-        _allowed("tenant-scope", IDS["agent"]),
+        allowed("tenant-scope", IDS["agent"]),
     ),
     Step(
         "The agent reaches into another tenant",
         "/v1/tenants/globex/reports",
         "agent",
-        _denied(403, "no_matching_rule"),
+        denied(403, "no_matching_rule"),
     ),
-    Step("The agent tries an admin page", "/admin/users", "agent", _denied(403, "denied_by_rule")),
+    Step("The agent tries an admin page", "/admin/users", "agent", denied(403, "denied_by_rule")),
     Step(
         "No client certificate at all (shipped proxy: the SPIFFE validator refuses the handshake)",
         "/v1/orders/42",
@@ -138,31 +111,31 @@ TOUR = [
         "Two URI SANs: Envoy accepts it, the server does not",
         "/v1/orders/42",
         "two-uris",
-        _denied(401, "certificate_invalid"),
+        denied(401, "certificate_invalid"),
     ),
     Step(
         "Path trick: encoded dots climb to /admin (Envoy normalises, rule denies)",
         "/v1/orders/%2e%2e/%2e%2e/admin",
         "frontend",
-        _denied(403, "no_matching_rule"),
+        denied(403, "no_matching_rule"),
     ),
     Step(
         "Path trick: a ';' path parameter (Envoy passes it on, the server refuses it)",
         "/v1/orders/42;jsessionid=x",
         "frontend",
-        _denied(400, "non_canonical_path"),
+        denied(400, "non_canonical_path"),
     ),
     Step(
         "Path trick: encoded slash (Envoy rejects it)",
         "/v1/orders/42%2F..%2F..%2Fadmin",
         "frontend",
-        _denied(400),
+        denied(400),
     ),
     Step(
         "A forged x-authz-principal header",
         "/v1/orders/42",
         "frontend",
-        _allowed("orders-read", IDS["frontend"]),
+        allowed("orders-read", IDS["frontend"]),
         FORGED,
     ),
 ]
@@ -184,22 +157,10 @@ def _run_step(number: int, step: Step, ports: dict[str, int], certs: Path) -> bo
         reply = None
         print(f"   → TLS handshake refused by Envoy ({exc.__class__.__name__})")
     if reply is not None:
-        _describe(reply)
+        describe(reply)
     problem = step.check(reply)
     print(f"   {'ok' if problem is None else 'UNEXPECTED: ' + problem}")
     return problem is None
-
-
-def _describe(reply: stack.Reply) -> None:
-    if reply.status == 200 and reply.headers.get("content-type") == "application/json":
-        seen = reply.json()["headers"]
-        print(f"   → 200; the backend saw {reply.json()['path']} with:")
-        for name in ("x-authz-principal", "x-authz-rule", "x-authz-decision-id"):
-            print(f"       {name}: {seen.get(name)}")
-    elif "x-authz-decision-id" in reply.headers:
-        print(f"   → {reply.status} from authz-server: {reply.body.decode(errors='replace')}")
-    else:
-        print(f"   → {reply.status} from Envoy itself (authz-server never asked)")
 
 
 def _console_help(console_url: str, certs: Path) -> None:
@@ -312,8 +273,6 @@ def run_demo(workdir: Path, once: bool = False) -> int:
         _console_help(console_url, certs)
         print(f"Approval notifications → the demo's receiver at {receiver.url}")
         results = [_run_step(n, step, ports, certs) for n, step in enumerate(TOUR, 1)]
-        from authz_server.tools.demo.approval import ApprovalStack, approval_round_trip
-
         demo = ApprovalStack(ports["spiffe"], ports["admin"], ports["console"], certs, receiver)
         results += approval_round_trip(len(TOUR) + 1, demo)
         passed = sum(results)

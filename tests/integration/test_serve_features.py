@@ -414,3 +414,86 @@ def test_unusable_listener_flags_are_one_clear_error(
     err = capsys.readouterr().err
     assert message in err, err
     assert "Traceback" not in err
+
+
+STATELESS_POLICY = """\
+version: 1
+identity: {trust_domains: [example.org]}
+admin:
+  principals: ["spiffe://example.org/humans/**"]
+rules:
+  - id: orders-read
+    methods: [GET]
+    paths: ["/v1/orders/**"]
+    principals: ["spiffe://example.org/ns/shop/**"]
+    effect: allow
+"""
+
+
+async def test_with_workers_the_console_runs_in_worker_0_and_authzen_in_each(
+    tmp_path: Path,
+) -> None:
+    """`--workers 2`: worker 1 leaves the console to worker 0 (its CSRF secret is per
+    process) and both share the AuthZEN port; the console answers on every new
+    connection, AuthZEN too, and SIGTERM stops all with exit 0."""
+    files = write_files(tmp_path, STATELESS_POLICY)
+    cert, key = (str(p) for p in files.pair("admin-server"))
+    ports = {name: free_port() for name in ("check", "console", "authzen")}
+    log = tmp_path / "serve.log"
+    process = serve_process(
+        files.policy,
+        ports["check"],
+        "--workers", "2",
+        "--trust-bundle", f"example.org={files.ca_file}",
+        "--admin-listen", "off",
+        "--console-listen", f"127.0.0.1:{ports['console']}",
+        "--console-tls-cert", cert, "--console-tls-key", key,
+        "--authzen-listen", f"127.0.0.1:{ports['authzen']}", "--authzen-insecure-local",
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )  # fmt: skip
+    try:
+        console = ssl.create_default_context(cafile=str(files.ca_file))
+        console.load_cert_chain(*(str(p) for p in files.pair("bob")))
+
+        async def console_answers() -> bool:
+            try:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(
+                        f"https://127.0.0.1:{ports['console']}/approvals", ssl=console
+                    ) as response,
+                ):
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(console_answers, "the console of worker 0")
+        await eventually(
+            lambda: (
+                "worker1 authz_server.runtime.listeners: approval console: served by "
+                "worker 0" in log.read_text()
+            ),
+            "worker 1 leaving the console to worker 0",
+        )
+        for _ in range(6):  # new connections each time: only worker 0 listens there
+            assert await console_answers()
+        document = {
+            "subject": {"type": "spiffe", "id": FRONTEND},
+            "action": {"name": "GET"},
+            "resource": {"type": "http", "id": "/v1/orders/1", "properties": {"host": "o"}},
+        }
+        for _ in range(6):
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    f"http://127.0.0.1:{ports['authzen']}/access/v1/evaluation", json=document
+                ) as response,
+            ):
+                assert (response.status, (await response.json())["decision"]) == (200, True)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, log.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -83,10 +83,11 @@ class When:
     ) -> ConditionResult:
         """The stateful conditions, in order; stops at the first that does not hold.
 
-        Without a store (`ctx.store is None`: explain, replay), or for a rule in dry run
-        (which must never consume an approval or count against a rate limit), none is
-        evaluated: each is listed as `not_evaluated` with what it would consult, and they
-        count as holding.
+        Without a store (`ctx.store is None`: rules evaluated outside a `Pipeline`), or for
+        a rule in dry run (which must never consume an approval or count against a rate
+        limit), none is evaluated: each is listed as `not_evaluated` with what it would
+        consult, and they count as holding. Offline decisions have a store of their own
+        (`check/offline.py`), so they evaluate them.
         """
         store = None if dry_run else ctx.store
         if store is None:

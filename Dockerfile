@@ -27,8 +27,9 @@ RUN groupadd --system --gid 65532 nonroot \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin nonroot
 USER 65532:65532
 EXPOSE 9191 9090
-# gRPC health (SPEC §3.1): SERVING only with a policy loaded and trust bundles present.
-# Plaintext, like Kubernetes' grpc probes; with --tls-* probe /readyz on 9090 instead.
+# gRPC health (docs/concepts/interfaces.md#check-service): SERVING only with a policy loaded and
+# trust bundles present. Plaintext, like Kubernetes' grpc probes; with --tls-* probe /readyz on 9090
+# instead.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
   CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; port = os.environ.get('AUTHZ_LISTEN', '0.0.0.0:9191').rsplit(':', 1)[1]; r = g.HealthStub(grpc.insecure_channel('127.0.0.1:' + port)).Check(h.HealthCheckRequest(), timeout=2); sys.exit(0 if r.status == h.HealthCheckResponse.SERVING else 1)"]
 ENTRYPOINT ["authz-server"]

@@ -1,1 +1,2 @@
-"""`make bench`: authz-server against a do-nothing server and Envoy's RBAC filter (SPEC §11)."""
+"""`make bench`: authz-server against a do-nothing server and Envoy's RBAC filter
+(docs/performance.md#method)."""

@@ -1,14 +1,17 @@
-"""The generated policy as Envoy RBAC policies: the "equivalent check" of SPEC §11.
+"""The generated policy as Envoy RBAC policies: the "equivalent check" of
+docs/performance.md#method.
 
 One RBAC policy per rule, deny rules in a DENY filter and allow rules in an ALLOW filter
-after it, which is SPEC §5.4's "deny wins, else allow, else deny" for Envoy:
+after it, which is the rule of docs/policy/reference.md#evaluation, "deny wins, else allow, else
+deny" for Envoy:
 
 - principals → `authenticated.principal_name`: exact, or an RE2 regex where `*` and
   `{name}` are one segment and a trailing `/**` any rest; no principals → any peer
   (the front listener requires a verified client certificate, so any peer is verified);
 - hosts → `:authority` regexes (port allowed, as authz-server ignores it), `*.suffix`
   one or more labels before the suffix;
-- methods → `:method` exact; paths → `url_path` regexes with SPEC §5.2 template rules
+- methods → `:method` exact; paths → `url_path` regexes with docs/policy/reference.md#rule-fields
+template rules
   (`/a/**` matches `/a`, `/a/`, `/a/b/c`);
 - `when.headers` `present`/`equals` → header matchers.
 
@@ -36,7 +39,7 @@ def _is_wild(part: str) -> bool:
 
 
 def path_regex(template: str) -> str:
-    """An RE2 full-match regex for a SPEC §5.2 path template."""
+    """An RE2 full-match regex for a docs/policy/reference.md#rule-fields path template."""
     parts = template.split("/")[1:]
     rest = parts[-1:] == ["**"]
     if rest:

@@ -9,7 +9,7 @@ requests done over the span from the first start to the last end in those logs.
 h2load only sees HTTP statuses: over gRPC a deny is still HTTP 200 (the decision is in
 the CheckResponse), so the driver cross-checks with a real gRPC client and the
 server's own decision counter. `--rps` paces each client with a timer; it is the
-closest h2load gets to a fixed rate (PERF-NOTES: expect micro-bursts).
+closest h2load gets to a fixed rate (docs/performance.md#stack-costs: expect micro-bursts).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ It assembles what `server.start_server` assembles (pipeline with the observed me
 store, metrics, a file audit log) without the gRPC server, then times every step of
 `CheckService.check_bytes` over the benchmark request mix (`workload.MIX`), and the
 whole of it. The load benchmark (`bench.run`) says how much each µs is worth: on this
-stack every 10 µs of Python per Check costs 10-15% of throughput (PERF-NOTES).
+stack every 10 µs of Python per Check costs 10-15% of throughput (docs/performance.md#stack-costs).
 Numbers are the least of five rounds of thread CPU time; compare runs side by side.
 """
 

@@ -32,7 +32,8 @@ _TD = f"spiffe://{TRUST_DOMAIN}"
 
 @dataclass(frozen=True, slots=True)
 class RuleSpec:
-    """One policy rule as plain data (SPEC §5.2); empty tuples and None mean "any"."""
+    """One policy rule as plain data (docs/policy/reference.md#rule-fields); empty tuples and None
+    mean "any"."""
 
     id: str
     effect: str
@@ -136,7 +137,8 @@ def _flow(values: tuple[str, ...]) -> str:
 
 
 def policy_yaml(rules: list[RuleSpec]) -> str:
-    """Policy v1 text (SPEC §5) for `rules`, requiring a verified peer certificate."""
+    """Policy v1 text (docs/policy/reference.md) for `rules`, requiring a verified peer
+    certificate."""
     lines = [
         "version: 1",
         "identity:",

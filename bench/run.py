@@ -1,4 +1,5 @@
-"""`make bench`: authz-server against its ceiling and against Envoy's own RBAC (SPEC §11).
+"""`make bench`: authz-server against its ceiling and against Envoy's own RBAC
+(docs/performance.md#method).
 
     python -m bench.run [--reps 3] [--phases ABCDWE] [--quick] [--uvloop] [--out FILE.json]
 

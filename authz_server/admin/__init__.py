@@ -1,1 +1,2 @@
-"""The admin gRPC API (SPEC §3.2): approvals, revocations, explain, policy status."""
+"""The admin gRPC API (docs/operations/admin-api.md): approvals, revocations, explain, policy
+status."""

@@ -1,10 +1,11 @@
-"""Who is calling the admin API, and what they may do (SPEC §3.2).
+"""Who is calling the admin API, and what they may do (docs/operations/admin-api.md).
 
 The TLS handshake already demanded a client certificate chaining to *some* trusted CA —
 grpc pools the roots of every trust domain. That is not enough: a partner's CA must not be
 able to mint our IDs. So the peer certificate is verified again here, exactly as a Check
-peer is (SPEC §4.2): X509-SVID leaf rules, and a chain to the bundle **of the trust domain
-in its own URI SAN**, at the moment of the call, against the bundles in force now.
+peer is (docs/concepts/identity.md#verification): X509-SVID leaf rules, and a chain to the bundle
+**of the trust domain in its own URI SAN**, at the moment of the call, against the bundles in force
+now.
 
 Then, in order, each failing closed:
 

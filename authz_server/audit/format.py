@@ -42,7 +42,8 @@ def audit_record(
     latency_us: int,
     api: str | None = None,
 ) -> dict[str, Any]:
-    """The fields of SPEC §9 for one decision; never the body or credentials.
+    """The fields of docs/operations/audit.md#records for one decision; never the body or
+    credentials.
 
     `api` names the API that asked when it is not Envoy's Check (`"authzen"`); such a
     record also names the caller that vouched for the principal (`vouched_by`), which

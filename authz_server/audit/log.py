@@ -1,4 +1,5 @@
-"""One JSON line per decision (SPEC §9), hash-chained so that tampering shows.
+"""One JSON line per decision (docs/operations/audit.md#records), hash-chained so that tampering
+shows.
 
 The chain
     Every record carries `prev` (the previous record's hash) and `hash` (sha256 over its

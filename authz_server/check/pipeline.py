@@ -1,4 +1,4 @@
-"""The phases of one Check (SPEC §2), readable top to bottom.
+"""The phases of one Check (docs/concepts/request-phases.md), readable top to bottom.
 
     view → path check → identity → match → conditions → decision
 
@@ -49,13 +49,15 @@ class Pipeline:
         policy = snapshot.policy
         now = self._clock.now()  # one instant for the whole Check: certificates and schedules
 
-        # 1. path check: non-canonical paths never reach matching (SPEC §5.3).
+        # 1. path check: non-canonical paths never reach matching
+        # (docs/policy/reference.md#canonical-paths).
         if canonical_path_problem(view.path) is not None:
             return Decision(False, Reason.NON_CANONICAL_PATH)
 
         # 2. identity: the first of identity.sources that is present, verified; a present
-        # source that fails is a deny (SPEC §4.1, §4.2; identity/resolve.py). Then the
-        # store's revocations, for the caller and for a proxy that vouches for it.
+        # source that fails is a deny (docs/concepts/identity.md#sources,
+        # docs/concepts/identity.md#verification; identity/resolve.py). Then the store's
+        # revocations, for the caller and for a proxy that vouches for it.
         identified = await self._identify(view, snapshot, now)
         if isinstance(identified, Decision):
             return identified

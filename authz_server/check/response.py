@@ -1,4 +1,5 @@
-"""Decision → CheckResponse (SPEC §7): the one place that builds Envoy's response protobuf.
+"""Decision → CheckResponse (docs/concepts/response-contract.md): the one place that builds Envoy's
+response protobuf.
 
 `render_check_response` builds the message. The Check path uses `render_response_bytes`,
 which serves the same bytes from a template: every decision with the same (allowed,

@@ -20,7 +20,7 @@ class Reason(enum.StrEnum):
     MALFORMED_REQUEST = "malformed_request"
     UNSUPPORTED_REQUEST = "unsupported_request"
     NON_CANONICAL_PATH = "non_canonical_path"
-    # identity (SPEC §4.2)
+    # identity (docs/concepts/identity.md#verification)
     INVALID_SPIFFE_ID = "invalid_spiffe_id"
     UNTRUSTED_TRUST_DOMAIN = "untrusted_trust_domain"
     CERTIFICATE_INVALID = "certificate_invalid"
@@ -30,7 +30,7 @@ class Reason(enum.StrEnum):
     REVOKED = "revoked"
     #: AuthZEN: the caller asked about another subject without being a trusted PEP.
     SUBJECT_NOT_CALLER = "subject_not_caller"
-    # rules (SPEC §5.4)
+    # rules (docs/policy/reference.md#evaluation)
     DENIED_BY_RULE = "denied_by_rule"
     NO_MATCHING_RULE = "no_matching_rule"
     APPROVAL_REQUIRED = "approval_required"
@@ -101,7 +101,7 @@ class Decision:
     retry_after: int | None = None
     decision_id: str = field(default_factory=new_decision_id)
     at: float = field(default_factory=time.time)
-    #: Who approved the action this allow consumed (SPEC §6.1), for the audit record.
+    #: Who approved the action this allow consumed (docs/policy/approvals.md), for the audit record.
     approver: str | None = None
     #: Something the identity phase saw besides the identity, e.g. "xfcc_spoofing".
     identity_note: str | None = None

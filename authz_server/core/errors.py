@@ -3,7 +3,7 @@
     AuthzError                    base; never crosses the gRPC boundary
     ├── DenyError                 a request is refused; carries a `Reason`
     │   ├── RequestError          the CheckRequest cannot be judged (malformed, unsupported, path)
-    │   └── IdentityError         the caller's identity failed verification (SPEC §4.2)
+    │   └── IdentityError         the caller's identity failed verification
     ├── PolicyError               a policy could not be loaded; carries every `PolicyIssue`
     ├── ConfigError               bad command-line / environment settings
     └── StoreUnavailable          the state store failed; callers fail closed (internal_error)
@@ -35,7 +35,8 @@ class RequestError(DenyError):
 
 
 class IdentityError(DenyError):
-    """Identity verification failed; `reason` is one of SPEC §4.2's codes."""
+    """Identity verification failed; `reason` is one of the identity reasons of
+    docs/concepts/identity.md#verification."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Canonical request paths (SPEC §5.3) and the path templates rules match them with.
+"""Canonical request paths (docs/policy/reference.md#canonical-paths) and the path templates rules
+match them with.
 
 A path is *canonical* when every proxy and backend on the way reads it the same way:
 no dot segments, no empty segments, no encoded `/` or `\\`, no encoded unreserved
@@ -59,7 +60,8 @@ _PROBLEM = re.compile(
 _CAPTURE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 # Characters that may stand raw in a canonical segment without changing its meaning
-# (RFC 3986 pchar minus ';', which §5.3 forbids raw). Everything else is keyed as %XX.
+# (RFC 3986 pchar minus ';', which docs/policy/reference.md#canonical-paths forbids raw). Everything
+# else is keyed as %XX.
 _RAW_OK = frozenset(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,=:@"
 )

@@ -1,1 +1,1 @@
-"""Establishing and verifying who is calling (SPEC §4)."""
+"""Establishing and verifying who is calling (docs/concepts/identity.md)."""

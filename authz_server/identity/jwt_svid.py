@@ -1,10 +1,11 @@
-"""JWT-SVIDs (SPEC §4.1 source `jwt_svid`): a bearer token verified against the JWT
-bundle of the trust domain that its own `sub` names.
+"""JWT-SVIDs (source `jwt_svid`, docs/concepts/identity.md#jwt-svid): a bearer token verified
+against the JWT bundle of the trust domain that its own `sub` names.
 
     authorization: Bearer <header>.<payload>.<signature>       (compact JWS, base64url)
 
-The checks, in order; each fails closed with a SPEC §4.2 reason (a JWT-SVID that fails
-verification is `certificate_invalid`, as an X509-SVID would be):
+The checks, in order; each fails closed with an identity reason
+(docs/concepts/identity.md#verification) (a JWT-SVID that fails verification is
+`certificate_invalid`, as an X509-SVID would be):
 
     shape      three canonical base64url parts without padding, at most 8 KiB in all;
                header and payload UTF-8 JSON objects without duplicate keys
@@ -134,7 +135,8 @@ class JwtSvidVerifier:
     def verify(
         self, token: str, config: IdentityConfig, bundles: TrustBundles, now: datetime
     ) -> Identity:
-        """The identity `token` proves, or `IdentityError` with a SPEC §4.2 reason."""
+        """The identity `token` proves, or `IdentityError` with an identity reason
+        (docs/concepts/identity.md#verification)."""
         key = (hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest(), bundles.generation)
         claims = self._cache.get(key)
         if claims is not None:

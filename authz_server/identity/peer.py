@@ -1,4 +1,5 @@
-"""Identity from the mTLS peer (SPEC §4.1 source `peer`, checks of §4.2).
+"""Identity from the mTLS peer (source `peer`, docs/concepts/identity.md#peer; its checks:
+docs/concepts/identity.md#verification).
 
 Envoy fills `source.principal` from the first URI SAN (or a DNS SAN, or the subject) and
 accepts certificates with two URI SANs, so the principal is input to verify, never a fact.

@@ -1,9 +1,11 @@
-"""The identity phase (SPEC §4.1): the sources of `identity.sources`, in the policy's order.
+"""The identity phase (docs/concepts/identity.md#sources): the sources of `identity.sources`, in the
+policy's order.
 
     for each listed source:
         absent                  → try the next one
         present and verified    → that identity, then `identity.deny`: the first one wins
-        present but failing     → deny with its SPEC §4.2 reason; never fall through
+        present but failing     → deny with its identity reason
+        (docs/concepts/identity.md#verification); never fall through
     none present                → no identity (only `unauthenticated: true` rules admit it)
 
 A failing source never falls through to the next one: a forged or broken credential must

@@ -7,9 +7,9 @@ for good and nothing tells its subscribers. `WorkloadApiSource` supervises it: i
 the replicas on one node do not reconnect in step), and meanwhile keeps the last good
 bundles and SVID (an agent restart must not take the server down).
 
-Each update is the full state (SPEC §4.2): the default SVID's own bundle plus every
-federated bundle; a trust domain missing from it is no longer trusted. A federated bundle
-with no certificates distrusts that domain (py-spiffe would reject the empty bytes and
+Each update is the full state (docs/concepts/identity.md#trust-bundles): the default SVID's own
+bundle plus every federated bundle; a trust domain missing from it is no longer trusted. A federated
+bundle with no certificates distrusts that domain (py-spiffe would reject the empty bytes and
 close the source, keeping the old trust in force: `_Client` maps them to an empty bundle).
 
 A bundle CA that cannot sign certificates is logged as a warning (`authorities`), once

@@ -6,9 +6,9 @@ open and reconnects after retryable errors; a non-retryable one (INVALID_ARGUMEN
 it. `JwtBundleWatcher` supervises it the same way `WorkloadApiSource` supervises the
 X509Source: recreate with capped, jittered backoff, and meanwhile keep the last good keys.
 
-Each update is the full state (SPEC §4.2): a trust domain missing from it has no JWT keys
-any more, and one sent with an empty JWK Set is distrusted. The JWK Sets are parsed here
-with the strict `bundle_json.parse_jwt_bundle` (never py-spiffe's lenient PyJWT parser,
+Each update is the full state (docs/concepts/identity.md#trust-bundles): a trust domain missing from
+it has no JWT keys any more, and one sent with an empty JWK Set is distrusted. The JWK Sets are
+parsed here with the strict `bundle_json.parse_jwt_bundle` (never py-spiffe's lenient PyJWT parser,
 which would accept a symmetric `oct` key): `_JwtClient` hands the raw bytes through. An
 update with any document that does not parse is rejected whole, keeping the last good one,
 as an unusable X.509 update or a broken bundle file is.

@@ -1,4 +1,5 @@
-"""X509-SVID verification of the peer certificate Envoy forwards (SPEC §4.2).
+"""X509-SVID verification of the peer certificate Envoy forwards
+(docs/concepts/identity.md#verification).
 
 Envoy reports `source.principal` from the first URI SAN of a certificate it accepted, and
 it accepts certificates that are not valid X509-SVIDs (two URI SANs, say), so the

@@ -1,5 +1,5 @@
-"""The `x-forwarded-client-cert` header (SPEC §4.1 source `xfcc`): a strict parser, and
-the verification of the one element a trusted proxy wrote.
+"""The `x-forwarded-client-cert` header (source `xfcc`, docs/concepts/identity.md#xfcc): a strict
+parser, and the verification of the one element a trusted proxy wrote.
 
 Grammar (Envoy's; keys case-insensitive, values case-sensitive):
 
@@ -167,8 +167,8 @@ def forwarded_identity(
 ) -> Identity:
     """The identity in the last element of `header`, its certificate verified when sent.
 
-    Called only for a header from a trusted proxy. Raises `IdentityError` (a SPEC §4.2
-    reason) on any problem; never returns a partial answer.
+    Called only for a header from a trusted proxy. Raises `IdentityError` (an identity reason
+    (docs/concepts/identity.md#verification)) on any problem; never returns a partial answer.
     """
     element = _last_element(header)
     uris = element.values("uri")

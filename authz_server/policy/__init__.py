@@ -1,1 +1,2 @@
-"""The policy language (SPEC §5): model, loader, compiled route index, evaluation."""
+"""The policy language (docs/policy/reference.md): model, loader, compiled route index,
+evaluation."""

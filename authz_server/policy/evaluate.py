@@ -1,4 +1,5 @@
-"""Rule evaluation (SPEC §5.4): deny before allow, conditions, dry run; order-independent.
+"""Rule evaluation (docs/policy/reference.md#evaluation): deny before allow, conditions, dry run;
+order-independent.
 
 Candidates come from the compiled route index, so the work here is proportional to the
 rules that match the request's host, method and path, never to the size of the policy.
@@ -152,7 +153,8 @@ def principal_captures(
 async def evaluate_rules(
     policy: Policy, ctx: RequestContext, trace: Trace | None = None
 ) -> Verdict:
-    """Apply SPEC §5.4 steps 2 to 5 to one request whose identity is settled."""
+    """Apply steps 2 to 5 of docs/policy/reference.md#evaluation to one request whose identity is
+    settled."""
     denies: list[_Candidate] = []
     allows: list[_Candidate] = []
     for match in policy.index.candidates(ctx.method, ctx.host, ctx.path):
@@ -219,7 +221,8 @@ def _would_be(
     allows: list[_Candidate],
     enforced: Verdict,
 ) -> Verdict:
-    """SPEC §5.4 with every rule enforced, over the enforced evaluation's results."""
+    """The evaluation of docs/policy/reference.md#evaluation with every rule enforced, over the
+    enforced evaluation's results."""
     deny = _deny_verdict(denies)
     if deny is not None:
         return deny
@@ -356,7 +359,7 @@ def _default(policy: Policy, ctx: RequestContext, *, enforced: bool) -> Verdict:
     is an allow."""
     if ctx.spiffe_id is None:
         # Only `unauthenticated: true` rules admit a caller without identity: no default
-        # does, in dry run neither (SPEC §5.4 step 1).
+        # does, in dry run neither (step 1 of docs/policy/reference.md#evaluation).
         return Verdict(False, Reason.NO_IDENTITY, None)
     if policy.default_effect is Effect.ALLOW or (enforced and policy.default_mode is Mode.DRY_RUN):
         return Verdict(True, Reason.ALLOWED_BY_DEFAULT, None)

@@ -1,4 +1,5 @@
-"""`identity.sources` and the settings of the sources that need some (SPEC §4.1).
+"""`identity.sources` and the settings of the sources that need some
+(docs/concepts/identity.md#sources).
 
     identity:
       sources: [xfcc, peer]              # tried in this order; default [peer]

@@ -1,7 +1,7 @@
 """The compiled route index: which rules can match a (method, host, path).
 
 Lookup cost depends on the request and on the rules that can match it, never on the
-number of rules that cannot (SPEC §2 phase 4):
+number of rules that cannot (docs/concepts/request-phases.md#match):
 
 1. host buckets: an exact-host dict, a `*.suffix` dict probed with each proper label
    suffix of the request host (so a wildcard never matches its apex), and one bucket for

@@ -1,4 +1,5 @@
-"""Policy files → a compiled, immutable `Policy` (SPEC §5), or one `PolicyError` with all issues.
+"""Policy files → a compiled, immutable `Policy` (docs/policy/reference.md), or one `PolicyError`
+with all issues.
 
 `--policy` is one file or a directory of `*.yaml` / `*.yml` files (see `files.py`).
 Reading files (and ConfigMap volumes) is `files.py`; YAML with line numbers is

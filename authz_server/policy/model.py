@@ -44,9 +44,10 @@ class Rule:
     paths: tuple[str, ...] = ()
     #: "file:line" where the rule starts.
     location: str = ""
-    #: Compiled `when` conditions (SPEC §6); empty means none.
+    #: Compiled `when` conditions (docs/policy/conditions.md); empty means none.
     when: When = EMPTY_WHEN
-    #: Compiled `mcp_tools` (SPEC §5.2); None means the rule is not about MCP tool calls.
+    #: Compiled `mcp_tools` (docs/policy/reference.md#rule-fields); None means the rule is not about
+    #: MCP tool calls.
     mcp_tools: McpTools | None = None
 
 

@@ -19,6 +19,7 @@ from authz_server.admin.server import AdminServer, admin_certificate
 from authz_server.admin.service import policy_approvers
 from authz_server.authzen import AuthzenServer, AuthzenService, Limits, start_authzen
 from authz_server.console.server import ConsoleServer, console_certificate, start_console
+from authz_server.core.errors import ConfigError
 from authz_server.identity.patterns import PrincipalMatcher
 from authz_server.runtime.reload import Watch
 from authz_server.runtime.settings import Settings
@@ -72,15 +73,18 @@ async def start_authzen_beside(wired: Wiring) -> AuthzenServer | None:
     if settings.authzen_listen is None:
         return None
     service = AuthzenService(wired.pipeline, wired.holder, wired.audit, wired.metrics)
-    return await start_authzen(
-        settings.authzen_listen,
-        service,
-        credentials=wired.authzen_tls,
-        insecure_local=settings.authzen_insecure_local,
-        public_url=settings.authzen_public_url,
-        limits=Limits(max_body_bytes=settings.authzen_max_body),
-        reuse_port=settings.worker is not None,
-    )
+    try:
+        return await start_authzen(
+            settings.authzen_listen,
+            service,
+            credentials=wired.authzen_tls,
+            insecure_local=settings.authzen_insecure_local,
+            public_url=settings.authzen_public_url,
+            limits=Limits(max_body_bytes=settings.authzen_max_body),
+            reuse_port=settings.worker is not None,
+        )
+    except ConfigError as error:  # a port in use, say: name the flag to change
+        raise ConfigError(f"--authzen-listen: {error}") from None
 
 
 def listener_watches(

@@ -1,4 +1,4 @@
-"""HTTP `/metrics`, `/healthz` and `/readyz` on `--metrics-listen` (SPEC §3.3).
+"""HTTP `/metrics`, `/healthz` and `/readyz` on `--metrics-listen` (docs/operations/metrics.md).
 
 A small asyncio server on the event loop the Check path runs on, so that `/healthz`
 answering proves the loop itself is alive, and readiness checks can read the live state

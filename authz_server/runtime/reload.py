@@ -1,4 +1,4 @@
-"""The policy and trust bundles in force, and how they are replaced (SPEC §9 Reload).
+"""The policy and trust bundles in force, and how they are replaced (docs/operations/reload.md).
 
 `LiveState` owns what the Check path reads: it composes the policy, the file bundles and
 the Workload API bundles (X.509 and JWT) into one `Snapshot` and swaps it into the

@@ -64,8 +64,8 @@ class Settings:
     #: Set by the supervisor of workers on the memory store: the file through which the
     #: workers share revocations (`state.worker_memory`).
     revocations_file: str | None = None
-    #: The admin API (SPEC §3.2); None: off. Served only with credentials (below), with
-    #: the Workload API SVID, or with `admin_insecure_local`.
+    #: The admin API (docs/operations/admin-api.md); None: off. Served only with credentials
+    #: (below), with the Workload API SVID, or with `admin_insecure_local`.
     admin_listen: str | None = DEFAULT_ADMIN_LISTEN
     admin_tls_cert: str | None = None
     admin_tls_key: str | None = None

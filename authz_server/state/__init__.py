@@ -1,4 +1,5 @@
-"""Shared decision state (SPEC §9): `open_store("memory" | "redis://HOST:PORT/DB")`."""
+"""Shared decision state (docs/operations/store.md#store): `open_store("memory" |
+"redis://HOST:PORT/DB")`."""
 
 from __future__ import annotations
 

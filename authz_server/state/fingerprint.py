@@ -1,4 +1,4 @@
-"""The action fingerprint: what one human approval is for (SPEC §6.1).
+"""The action fingerprint: what one human approval is for (docs/policy/approvals.md#fingerprint).
 
 An approval covers exactly one action: the same principal, method, host, path, query and
 body. The fingerprint is sha256 over a length-prefixed encoding of those fields, so no two

@@ -1,4 +1,5 @@
-"""The in-process store: one process, no persistence (SPEC §9 `--store memory`).
+"""The in-process store: one process, no persistence (`--store memory`,
+docs/operations/store.md#store).
 
 Every operation runs to completion without awaiting, so it is atomic with respect to
 other coroutines on the loop; a lock makes it atomic across threads too (the CLI and tests

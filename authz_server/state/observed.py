@@ -1,4 +1,5 @@
-"""A `Store` that counts its failures (`authz_store_errors_total{operation}`, SPEC §9).
+"""A `Store` that counts its failures (`authz_store_errors_total{operation}`,
+docs/operations/store.md#store).
 
 The server wraps whatever `--store` opened in this, so that the Check path, the admin API
 and the readiness probe are all counted without any of them knowing about metrics.

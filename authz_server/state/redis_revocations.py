@@ -10,8 +10,8 @@ docs/policy/revocations.md#propagation says). A replica's own `revoke` / `unrevo
 refreshes at once.
 
 When a refresh fails (Redis down or blackholed: each attempt is bounded by the socket
-timeouts) the last confirmed set stays in force (SPEC §9: only the rules that need the
-store fail closed; nobody can add a revocation through an unreachable store either),
+timeouts) the last confirmed set stays in force (docs/operations/store.md#store: only the rules that
+need the store fail closed; nobody can add a revocation through an unreachable store either),
 while readiness reports the store down so that orchestrators move traffic away. With
 `max_age_s` set, a set that has gone unconfirmed for longer fails closed instead. A set
 that was never confirmed fails closed: `match` raises `StoreUnavailable`.

@@ -1,10 +1,11 @@
-"""The shared state a decision may need: approvals, rate counters, revocations (SPEC §9).
+"""The shared state a decision may need: approvals, rate counters, revocations
+(docs/operations/store.md#store).
 
 `Store` is the one interface; `memory.MemoryStore` serves one process, `redis.RedisStore`
 several workers or replicas. Both behave the same (the tests run one table against both)
 and read time from an injected `Clock`, never from the store server.
 
-Approvals (SPEC §6.1) — one record per action fingerprint (the approval id):
+Approvals (docs/policy/approvals.md) — one record per action fingerprint (the approval id):
 
     consume(action)  no live record      → create a pending one,        REQUIRED
                      … but the principal already has MAX_PENDING_PER_PRINCIPAL
@@ -236,7 +237,7 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release connections; the store is unusable afterwards."""
 
-    # approvals (SPEC §6.1)
+    # approvals (docs/policy/approvals.md)
     async def consume(self, action: PendingAction) -> Consumed:
         """Use a granted approval once, or report (and create) the pending/denied state;
         LIMITED when a new pending record would exceed the principal's cap."""
@@ -258,11 +259,11 @@ class Store(Protocol):
         """True for the first caller of `key` within `ttl_s` (on any replica), False for
         every other; ValueError on an empty key or a ttl that is not a positive number."""
 
-    # rate limits (SPEC §6 rate_limit)
+    # rate limits (docs/policy/conditions.md#rate-limit)
     async def hit(self, key: str, limit: int, period_s: float) -> RateResult:
         """Count one request against `key`: at most `limit` allowed per sliding `period_s`."""
 
-    # revocations (SPEC §4.2)
+    # revocations (docs/policy/revocations.md)
     async def revoke(self, pattern: str, ttl_s: float, reason: str, by: str) -> Revocation:
         """Revoke every identity matching `pattern` for `ttl_s`; ValueError on a bad pattern."""
 

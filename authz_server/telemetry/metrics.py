@@ -1,10 +1,10 @@
-"""Prometheus metrics (SPEC §9), on a registry of their own so that two servers in one
-process (the tests) never share counters.
+"""Prometheus metrics (docs/operations/metrics.md#metrics), on a registry of their own so that two
+servers in one process (the tests) never share counters.
 
-The Check path calls `Metrics.observe` once per decision. PERF-NOTES: every 10 µs of
-Python per request costs 10-15 % throughput, so `observe` looks up pre-bound label
-children cached per (decision, reason, rule, dry_run) and does two increments and one
-histogram observation; label resolution happens once per distinct tuple.
+The Check path calls `Metrics.observe` once per decision. As measured
+(docs/performance.md#stack-costs), every 10 µs of Python per request costs 10-15 % throughput, so
+`observe` looks up pre-bound label children cached per (decision, reason, rule, dry_run) and does
+two increments and one histogram observation; label resolution happens once per distinct tuple.
 
     authz_decisions_total{decision,reason,rule,dry_run}   what the policy decided
     authz_check_duration_seconds                          Check latency (histogram)
@@ -48,7 +48,7 @@ from authz_server.core.decision import Decision, Reason
 
 __all__ = ["NULL_OBSERVER", "DecisionObserver", "Metrics"]
 
-#: Reasons decided by the identity phase (SPEC §4.2).
+#: Reasons decided by the identity phase (docs/concepts/identity.md#verification).
 IDENTITY_FAILURES = frozenset(
     {
         Reason.INVALID_SPIFFE_ID,
@@ -60,7 +60,8 @@ IDENTITY_FAILURES = frozenset(
     }
 )
 
-# Unloaded Checks take ~0.4 ms (PERF-NOTES); bursts a few ms; anything past 1 s is broken.
+# Unloaded Checks take ~0.4 ms (docs/performance.md#stack-costs); bursts a few ms; anything past 1 s
+# is broken.
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip

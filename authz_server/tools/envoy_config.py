@@ -62,8 +62,8 @@ def with_trusted_ca(config: str, ca: Path | str) -> str:
     Envoy 1.40 where client certificates are really optional (the SPIFFE validator demands
     one whatever `require_client_certificate` says, envoyproxy/envoy#26412), so a caller
     without a certificate reaches authz-server and gets 401 `no_identity`. With several CAs
-    pooled in one file it is the misconfiguration SPEC §4.2 warns about; the server still
-    verifies each chain against its own trust domain's bundle.
+    pooled in one file it is the misconfiguration docs/concepts/identity.md#verification warns
+    about; the server still verifies each chain against its own trust domain's bundle.
     """
     import yaml  # the renderer itself needs no YAML parser
 

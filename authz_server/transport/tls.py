@@ -1,4 +1,4 @@
-"""TLS for the Check listener (Envoy → server) and who may call it (SPEC §3.1).
+"""TLS for the Check listener (Envoy → server) and who may call it (docs/operations/tls.md).
 
 Certificates rotate without a restart: the listener uses grpcio's dynamic SSL
 credentials, whose fetcher gRPC calls on every new handshake; `TlsCredentials.update`

@@ -76,7 +76,8 @@ def test_final_stage_has_no_build_tools() -> None:
 
 
 def test_entrypoint_is_the_cli_in_exec_form() -> None:
-    """Exec form: the server is PID 1 and receives SIGTERM for the drain (SPEC §9)."""
+    """Exec form: the server is PID 1 and receives SIGTERM for the drain
+    (docs/operations/shutdown.md)."""
     entry = only(final_stage(), "ENTRYPOINT")
     assert entry.json and entry.value == ("authz-server",)
     assert only(final_stage(), "CMD").value == ("serve",)

@@ -4,7 +4,7 @@ Built-in kinds are checked strictly (unknown fields rejected) by kubernetes-vali
 bundled OpenAPI schemas; Istio's kinds by the subset schemas in this file, transcribed
 from istio/api; the Prometheus Operator's PrometheusRule by its CRD's schema. Overlays
 are rendered with the real kustomize (`kubectl kustomize` or `kustomize build`); the
-rest checks what SPEC §10 and the README promise.
+rest checks what docs/deployment/kubernetes.md promises.
 """
 
 from __future__ import annotations
@@ -416,8 +416,8 @@ def serve_flags() -> set[str]:
     return {o for a in commands.choices["serve"]._actions for o in a.option_strings}
 
 
-# SPEC §3.4 flags the manifests already set but `serve` does not parse yet. Each must
-# leave this set the day it lands (the test below fails until it does).
+# Flags of `serve` (docs/cli.md#serve) that the manifests already set but `serve` does not parse
+# yet. Each must leave this set the day it lands (the test below fails until it does).
 PENDING_FLAGS: set[str] = set()
 
 

@@ -1,7 +1,7 @@
 """`mkdocs build --strict` builds the documentation (so `make test` catches broken docs);
-broken links and anchors fail it; every citation the code makes has a page and anchor;
-the generated pages hold every command, flag and reason; nothing cites documents the
-repository does not have.
+broken links and anchors fail it; every `docs/<page>.md#<anchor>` the code refers to is a built
+page and heading; the generated pages hold every command, flag and reason; no file cites
+documents the repository does not have.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,14 @@ from authz_server.telemetry.metrics import Metrics
 from authz_server.tools.lint_envoy_codes import CODES
 from tests.docs.pages import DOCS, ROOT
 
-CITATIONS = DOCS / "_citations.txt"
-FORBIDDEN = ("SPEC §", "PERF-NOTES")
-#: Where the code cites them; the mapping file says where each now lives in docs/.
-CITING = ("authz_server", "tests", "bench", "Makefile", "envoy", "k8s")
-_CITATION = re.compile(r"SPEC §[0-9]+(?:\.[0-9]+)*|PERF-NOTES")
+#: Citations of documents that are not in the repository (spelled apart, so that this
+#: file does not cite them either).
+FORBIDDEN = ("SPEC" + " §", "PERF" + "-NOTES")
+#: A reference to a page of the site from outside it: `docs/concepts/identity.md#sources`.
+_DOCS_REFERENCE = re.compile(r"(?<![\w./-])docs/([\w./-]+?\.md)(?:#([\w-]+))?")
+#: Never searched: version control, environments, caches, build output.
+_NOT_SOURCES = {".git", ".venv", "build", "site", "__pycache__", ".mypy_cache", ".ruff_cache",
+                ".pytest_cache", ".hypothesis", ".demo"}  # fmt: skip
 
 
 def _build(project: Path, site: Path) -> subprocess.CompletedProcess[str]:
@@ -53,34 +57,82 @@ def _html(site: Path, doc: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def _mapping() -> dict[str, str]:
-    mapping: dict[str, str] = {}
-    for line in CITATIONS.read_text(encoding="utf-8").splitlines():
-        citation, arrow, target = line.partition(" -> ")
-        assert arrow and citation not in mapping, f"bad line in {CITATIONS.name}: {line!r}"
-        mapping[citation] = target
-    return mapping
+def _repository_files() -> Iterator[Path]:
+    """Every file of the repository: what git tracks or would track, or, outside a git
+    checkout, every file but those under `_NOT_SOURCES`."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+    )
+    if listed.returncode == 0:
+        names = [n for n in listed.stdout.decode().split("\0") if n]
+        yield from (ROOT / n for n in names if (ROOT / n).is_file())
+        return
+    for path in ROOT.rglob("*"):
+        relative = path.relative_to(ROOT)
+        if path.is_file() and not _NOT_SOURCES & set(relative.parts):
+            yield path
 
 
-def test_every_citation_in_the_code_has_a_target() -> None:
-    cited: set[str] = set()
-    for name in CITING:
-        root = ROOT / name
-        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
-        for path in files:
-            if "__pycache__" in path.parts or path.suffix in (".pyc", ".pem", ".key"):
-                continue
-            cited.update(_CITATION.findall(path.read_text(encoding="utf-8", errors="replace")))
-    missing = cited - set(_mapping())
-    assert not missing, f"citations without a line in docs/_citations.txt: {sorted(missing)}"
+def _texts() -> Iterator[tuple[str, str]]:
+    for path in _repository_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # images, archives: no prose
+        yield str(path.relative_to(ROOT)), text
 
 
-def test_every_citation_target_is_a_built_page_and_anchor(site: Path) -> None:
-    for citation, target in _mapping().items():
-        doc, _, anchor = target.removeprefix("docs/").partition("#")
-        html = _html(site, doc)
-        if anchor:
-            assert f'id="{anchor}"' in html, f"{citation}: no #{anchor} in docs/{doc}"
+def test_no_file_cites_documents_the_repository_does_not_have() -> None:
+    """Code, tests, configuration and docs say the fact itself, or point into docs/."""
+    found = [f"{name}: {word}" for name, text in _texts() for word in FORBIDDEN if word in text]
+    assert not found, found
+
+
+def test_the_file_list_covers_code_docs_and_configuration() -> None:
+    names = {name for name, _ in _texts()}
+    assert {"README.md", "Makefile", "Dockerfile", "mkdocs.yml"} <= names
+    assert any(n.startswith("authz_server/") for n in names)
+    assert any(n.startswith("k8s/") for n in names)
+    assert not any(n.startswith((".venv/", ".git/")) for n in names)
+
+
+def _references() -> list[tuple[str, str, str]]:
+    """(file, page, anchor) of every docs/<page>.md#<anchor> outside the site's own pages."""
+    found = []
+    for name, text in _texts():
+        if name.startswith("docs/") and name.endswith(".md"):
+            continue  # the site's own links: the strict build checks them
+        for match in _DOCS_REFERENCE.finditer(text):
+            found.append((name, match.group(1), match.group(2) or ""))
+    return found
+
+
+def test_the_code_refers_to_the_docs() -> None:
+    """The check below is not vacuous: the code's references to the docs are found."""
+    referring = {name for name, _, _ in _references()}
+    assert "README.md" in referring
+    assert any(name.startswith("authz_server/") for name in referring)
+
+
+def test_every_docs_reference_in_the_code_is_a_built_page_and_heading(site: Path) -> None:
+    missing = []
+    for name, page, anchor in _references():
+        built = _built_page(site, page)
+        if built is None:
+            missing.append(f"{name}: docs/{page} is not a page of the site")
+        elif anchor and f'id="{anchor}"' not in built.read_text(encoding="utf-8"):
+            missing.append(f"{name}: docs/{page} has no heading #{anchor}")
+    assert not missing, "\n".join(sorted(set(missing)))
+
+
+def _built_page(site: Path, doc: str) -> Path | None:
+    page = Path(doc).with_suffix("")
+    parts = page.parts[:-1] if page.name == "index" else page.parts
+    path = site.joinpath(*parts, "index.html")
+    return path if path.is_file() else None
 
 
 def test_cli_page_documents_every_command_and_flag(site: Path) -> None:
@@ -127,23 +179,6 @@ def test_envoy_page_names_every_lint_finding() -> None:
     text = (DOCS / "deployment" / "envoy.md").read_text(encoding="utf-8")
     missing = sorted(code for code in CODES if f"`{code}`" not in text)
     assert not missing, f"docs/deployment/envoy.md does not explain: {missing}"
-
-
-def test_no_page_cites_documents_the_repository_does_not_have() -> None:
-    """README.md and every file in docs/ say the fact itself; only the mapping file, which
-    is not published (mkdocs.yml excludes it), names the citations it maps."""
-    files = [ROOT / "README.md"] + [
-        p
-        for p in DOCS.rglob("*")
-        if p.is_file() and p != CITATIONS and "__pycache__" not in p.parts
-    ]
-    found = [
-        f"{p.relative_to(ROOT)}: {word}"
-        for p in files
-        for word in FORBIDDEN
-        if word in p.read_text(encoding="utf-8", errors="replace")
-    ]
-    assert not found, found
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,8 @@ REFUSED = (ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)
 
 
 def _deny_body(reply: Reply, status: int, reason: str) -> dict[str, Any]:
-    """Assert the SPEC §7 deny shape and return the parsed body."""
+    """Assert the deny shape of docs/concepts/response-contract.md#deny and return the parsed
+    body."""
     assert reply.status == status, (reply.status, reply.body)
     body: dict[str, Any] = reply.json()
     assert body["decision"] == "deny"
@@ -175,7 +176,8 @@ def test_partner_identity_is_allowed_for_its_own_domain(e2e: Stack, pooled: Prox
     assert reply.json()["headers"]["x-authz-principal"] == harness.PARTNER
 
 
-# --- path tricks (SPEC §5.3) -----------------------------------------------------------
+# --- path tricks (docs/policy/reference.md#canonical-paths)
+# -----------------------------------------------------------
 
 #: (raw path, what the server must answer when Envoy's normalisation is off:
 #:  "server" = 400 non_canonical_path from authz-server, "envoy" = Envoy's own 400).

@@ -372,7 +372,7 @@ async def test_a_listener_that_cannot_bind_undoes_the_start(tmp_path: Path) -> N
             authzen_insecure_local=True,
             audit_log=str(tmp_path / "audit.jsonl"),
         )
-        with pytest.raises(ConfigError, match="AuthZEN: cannot listen on"):
+        with pytest.raises(ConfigError, match=r"^--authzen-listen: AuthZEN: cannot listen on"):
             await start_server(settings)
     for name, port in ports.items():
         with socket.socket() as again:

@@ -251,7 +251,8 @@ async def test_outage_keeps_the_last_confirmed_revocations_by_default(
     own_redis: RedisServer,
 ) -> None:
     """By default an outage keeps enforcing the last confirmed revocations instead of
-    denying every request (SPEC §9: only rules that need the store fail closed)."""
+    denying every request (docs/operations/store.md#store: only rules that need the store fail
+    closed)."""
     ticker = Ticker()
     store = RedisStore(own_redis.url, monotonic=ticker, refresh_in_background=False)
     agent = parse_spiffe_id(AGENT)

@@ -1,4 +1,5 @@
-"""Canonical paths (SPEC §5.3) and path templates: one row per trick."""
+"""Canonical paths (docs/policy/reference.md#canonical-paths) and path templates: one row per
+trick."""
 
 from __future__ import annotations
 

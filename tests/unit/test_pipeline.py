@@ -1,4 +1,5 @@
-"""The Check phases in order: path, identity, rules, decision (SPEC §2, §4.2, §5.4)."""
+"""The Check phases in order: path, identity, rules, decision (docs/concepts/request-phases.md,
+docs/concepts/identity.md#verification, docs/policy/reference.md#evaluation)."""
 
 # One case per line keeps the parametrized tables readable and diffable.
 
@@ -197,7 +198,8 @@ def test_body_conditions_from_either_check_request_field(
 
 
 def test_the_pipeline_clock_is_the_schedule_clock() -> None:
-    """Conditions see the pipeline's clock (SPEC §6: server clock; `check --at` sets it)."""
+    """Conditions see the pipeline's clock (docs/policy/conditions.md#schedule: server clock; `check
+    --at` sets it)."""
     snapshot = Snapshot(load_policy_text(BODY_POLICY), load_pem_bundles({}))
     view = _body_request("raw_body", b'{"amount": 1, "destination": {"country": "FR"}}')
     thursday = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)  # 10:30 in Berlin

@@ -1,4 +1,5 @@
-"""`authz-server test` (SPEC §8) and `authz-server check`: offline decisions from the CLI."""
+"""`authz-server test` (docs/policy/testing.md) and `authz-server check`: offline decisions from the
+CLI."""
 
 from __future__ import annotations
 

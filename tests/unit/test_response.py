@@ -1,4 +1,4 @@
-"""Decision → CheckResponse rendering (SPEC §7)."""
+"""Decision → CheckResponse rendering (docs/concepts/response-contract.md)."""
 
 from __future__ import annotations
 

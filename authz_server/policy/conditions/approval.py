@@ -1,4 +1,5 @@
-"""`when.approval`: a human approves one action before it is allowed, once (SPEC §6.1).
+"""`when.approval`: a human approves one action before it is allowed, once
+(docs/policy/approvals.md).
 
     approval: {approvers: ["spiffe://example.org/humans/release-managers/*"], ttl: 15m,
                preview_fields: [amount, destination.country]}

@@ -1,4 +1,5 @@
-"""`when.body`: fields of the JSON body by dotted path, compared with SPEC §6's operators.
+"""`when.body`: fields of the JSON body by dotted path, compared with the operators of
+docs/policy/conditions.md#body.
 
     body:
       amount: {gt: 0, lte: 1000}

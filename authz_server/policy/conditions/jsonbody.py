@@ -1,4 +1,5 @@
-"""The request body as one strict JSON document, or the reason it cannot be judged (SPEC §7).
+"""The request body as one strict JSON document, or the reason it cannot be judged
+(docs/concepts/response-contract.md#body-integrity).
 
 A body condition must judge the document the backend parses, not a different one. So
 anything two JSON parsers could read differently is refused, and the body is then

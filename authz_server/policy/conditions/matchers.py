@@ -1,4 +1,5 @@
-"""`when.headers` and `when.query`: per-name string operators (SPEC §6).
+"""`when.headers` and `when.query`: per-name string operators
+(docs/policy/conditions.md#headers-and-query).
 
     headers:
       x-agent-task: {present: true}

@@ -1,4 +1,5 @@
-"""`mcp_tools`: a rule that applies to one MCP JSON-RPC `tools/call` by tool name (SPEC §5.2).
+"""`mcp_tools`: a rule that applies to one MCP JSON-RPC `tools/call` by tool name
+(docs/policy/reference.md#rule-fields).
 
     mcp_tools: [send_email, "crm_*"]        # `*` matches any run of characters
 

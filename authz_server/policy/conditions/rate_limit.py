@@ -1,4 +1,5 @@
-"""`when.rate_limit`: at most `requests` per sliding `per`, counted in the store (SPEC §6).
+"""`when.rate_limit`: at most `requests` per sliding `per`, counted in the store
+(docs/policy/conditions.md#rate-limit).
 
     rate_limit: {requests: 10, per: 1m, key: principal}          # per caller (the default)
     rate_limit: {requests: 100, per: 1s, key: rule}              # all callers together

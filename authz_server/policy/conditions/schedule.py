@@ -1,4 +1,5 @@
-"""`when.schedule`: time windows in IANA time zones (SPEC §6), judged on local wall time.
+"""`when.schedule`: time windows in IANA time zones (docs/policy/conditions.md#schedule), judged on
+local wall time.
 
     schedule: {timezone: Europe/Berlin, days: [mon, tue, wed, thu], hours: "09:00-16:00"}
     schedule:

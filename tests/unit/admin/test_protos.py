@@ -36,7 +36,7 @@ def _strip_json_names(messages: Iterable[descriptor_pb2.DescriptorProto]) -> Non
 
 
 def test_service_methods() -> None:
-    """The admin service offers exactly the calls SPEC §3.2 names."""
+    """The admin service offers exactly the calls docs/operations/admin-api.md#calls names."""
     service = authz_admin_pb2.DESCRIPTOR.services_by_name["AdminService"]
     assert service.full_name == "authz.admin.v1.AdminService"
     assert [m.name for m in service.methods] == [

@@ -150,7 +150,8 @@ REFUSED: list[Any] = [
 
 @pytest.mark.parametrize(("make", "reason", "message"), REFUSED)
 def test_refused(world: World, make: Make, reason: Reason, message: str) -> None:
-    """Each bad token is a deny with its SPEC §4.2 reason and a message naming the problem."""
+    """Each bad token is a deny with its identity reason (docs/concepts/identity.md#verification)
+    and a message naming the problem."""
     with pytest.raises(IdentityError) as raised:
         _verify(world, make(world))
     assert raised.value.reason is reason

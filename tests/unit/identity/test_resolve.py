@@ -1,4 +1,5 @@
-"""identity.sources in order: absent moves on, present-but-failing denies (SPEC §4.1)."""
+"""identity.sources in order: absent moves on, present-but-failing denies
+(docs/concepts/identity.md#sources)."""
 
 # One case per line keeps the parametrized tables readable and diffable.
 

@@ -1,4 +1,5 @@
-"""The strict SPIFFE ID parser: every rejection of SPEC §4.2, one row each."""
+"""The strict SPIFFE ID parser: every rejection of docs/concepts/identity.md#verification, one row
+each."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The XFCC header: the strict parser, and the element a trusted proxy wrote (SPEC §4.1)."""
+"""The XFCC header: the strict parser, and the element a trusted proxy wrote
+(docs/concepts/identity.md#sources)."""
 
 # One case per line keeps the parametrized tables readable and diffable.
 
@@ -238,7 +239,8 @@ def test_forwarded_identity_refused(
     reason: Reason,
     message: str,
 ) -> None:
-    """Each problem in the trusted element is a deny with its SPEC §4.2 reason."""
+    """Each problem in the trusted element is a deny with its identity reason
+    (docs/concepts/identity.md#verification)."""
     with pytest.raises(IdentityError) as raised:
         _resolve(world, make(world), config)
     assert raised.value.reason is reason

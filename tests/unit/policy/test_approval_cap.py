@@ -1,4 +1,5 @@
-"""The per-principal cap on pending approvals, through the real Pipeline (SPEC §6.1)."""
+"""The per-principal cap on pending approvals, through the real Pipeline
+(docs/policy/approvals.md)."""
 
 from __future__ import annotations
 

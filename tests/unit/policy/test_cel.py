@@ -66,7 +66,8 @@ UNAVAILABLE = (Outcome.UNKNOWN, Reason.BODY_UNAVAILABLE)
     ],
 )  # fmt: skip
 def test_evaluation(expr: str, body: bytes | None, expected: tuple[Outcome, Reason | None]) -> None:
-    """Variables are what SPEC §6 lists; errors and unreadable bodies never pass."""
+    """Variables are what docs/policy/conditions.md#expr lists; errors and unreadable bodies never
+    pass."""
     text = HEADER + (
         "  - id: r\n    paths: ['/v1/tenants/{tenant}/**']\n    effect: allow\n"
         f"    when:\n      expr: '{expr.replace(chr(39), chr(39) * 2)}'\n"

@@ -1,4 +1,5 @@
-"""Rule evaluation (SPEC §5.4): deny before allow, captures, anonymity, order independence."""
+"""Rule evaluation (docs/policy/reference.md#evaluation): deny before allow, captures, anonymity,
+order independence."""
 
 # One case per line keeps the parametrized tables readable and diffable.
 

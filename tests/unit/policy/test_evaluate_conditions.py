@@ -66,7 +66,8 @@ def _policy(names: tuple[str, ...]) -> Policy:
     ],
 )  # fmt: skip
 def test_reason_precedence(names: tuple[str, ...], reason: str, rule: str) -> None:
-    """Allow rules that all fail a condition deny with the most specific reason (SPEC §5.4.4)."""
+    """Allow rules that all fail a condition deny with the most specific reason
+    (docs/policy/reference.md#evaluation)."""
     verdict = verdict_of(_policy(names))  # no body, no x-task header, on a Thursday
     assert summary(verdict) == (False, reason, rule, False)
 

@@ -1,4 +1,5 @@
-"""Body integrity (SPEC §7): the server judges exactly the document the backend parses, or none."""
+"""Body integrity (docs/concepts/response-contract.md#body-integrity): the server judges exactly the
+document the backend parses, or none."""
 
 # One case per line keeps the parametrized tables readable and diffable.
 

@@ -72,7 +72,8 @@ def _issues(text: str) -> list[tuple[int | None, str | None, str | None, str]]:
 
 
 def test_valid_policy_compiles_every_field() -> None:
-    """The SPEC §5.1 example (without `when`) loads into the model the evaluator reads."""
+    """The example of docs/policy/reference.md#example (without `when`) loads into the model the
+    evaluator reads."""
     policy = load_policy_text(POLICY, "policy.yaml")
     assert policy.identity.trust_domains == frozenset({"example.org", "partner.net"})
     assert policy.identity.sources == ("peer",)

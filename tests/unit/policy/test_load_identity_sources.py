@@ -1,4 +1,5 @@
-"""`identity.sources`, `identity.xfcc` and `identity.jwt_svid` in policy files (SPEC §4.1)."""
+"""`identity.sources`, `identity.xfcc` and `identity.jwt_svid` in policy files
+(docs/concepts/identity.md#sources)."""
 
 # One case per line keeps the parametrized tables readable and diffable.
 

@@ -1,7 +1,14 @@
-"""JWT-SVIDs (source `jwt_svid`, docs/concepts/identity.md#jwt-svid): a bearer token verified
-against the JWT bundle of the trust domain that its own `sub` names.
+"""Identity source `jwt_svid`: a JWT-SVID bearer token, verified against the JWT bundle
+of the trust domain that its own `sub` names.
 
     authorization: Bearer <header>.<payload>.<signature>       (compact JWS, base64url)
+
+    identity:
+      sources: [jwt_svid, peer]
+      jwt_svid: {audiences: [orders]}                          # required when listed
+
+The source is present when an `authorization: Bearer …` header came; another scheme
+counts as absent.
 
 The checks, in order; each fails closed with an identity reason
 (docs/concepts/identity.md#verification) (a JWT-SVID that fails verification is
@@ -48,17 +55,23 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from authz_server.core.decision import Reason
 from authz_server.core.errors import IdentityError, quote
+from authz_server.core.yaml_source import Fields, Value
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.model import Identity, IdentityConfig
+from authz_server.identity.source import Attempt, Section, SourceKind
 from authz_server.identity.spiffe_id import SpiffeId, parse_workload_id
 
 __all__ = [
     "ALGORITHMS",
     "HEADER",
+    "KIND",
     "LEEWAY_S",
     "SOURCE_JWT_SVID",
+    "JwtSvidSettings",
+    "JwtSvidSource",
     "JwtSvidVerifier",
     "bearer_token",
+    "parse_settings",
 ]
 
 HEADER = "authorization"
@@ -66,6 +79,7 @@ SOURCE_JWT_SVID = "jwt_svid"
 LEEWAY_S = 60
 MAX_TOKEN_CHARS = 8 * 1024
 MIN_RSA_BITS = 2048
+_MAX_AUDIENCE_CHARS = 512
 _TYPES = ("JWT", "JOSE")
 _PART = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -94,6 +108,43 @@ ALGORITHMS: Mapping[str, _Algorithm] = {
 
 def _invalid(message: str) -> IdentityError:
     return IdentityError(Reason.CERTIFICATE_INVALID, f"JWT-SVID: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class JwtSvidSettings:
+    """`identity.jwt_svid`."""
+
+    #: `audiences`: a JWT-SVID's `aud` must name one of them.
+    audiences: frozenset[str]
+
+
+def parse_settings(
+    fields: Fields, value: Value, path: str, trust_domains: frozenset[str] | None
+) -> JwtSvidSettings | None:
+    """`identity.jwt_svid`: `audiences`, a non-empty list of strings."""
+    section = fields.mapping(value, path, frozenset({"audiences"}))
+    if section is None:
+        return None
+    audiences = section.entries.get("audiences")
+    where = f"{path}.audiences"
+    if audiences is None:
+        fields.issue(section.line, where, "required")
+        return None
+    listed = fields.compiled_list(
+        audiences, where, _audience, empty="at least one audience is required"
+    )
+    if listed is None:
+        return None
+    return JwtSvidSettings(frozenset(audience for _, audience in listed))
+
+
+def _audience(text: str) -> str:
+    if not text or text != text.strip() or len(text) > _MAX_AUDIENCE_CHARS:
+        raise ValueError(
+            f"audience {quote(text)}: expected a non-empty string without surrounding "
+            f"whitespace, at most {_MAX_AUDIENCE_CHARS} characters"
+        )
+    return text
 
 
 def bearer_token(value: str | None) -> str | None:
@@ -133,7 +184,12 @@ class JwtSvidVerifier:
         self._maxsize = cache_size
 
     def verify(
-        self, token: str, config: IdentityConfig, bundles: TrustBundles, now: datetime
+        self,
+        token: str,
+        config: IdentityConfig,
+        settings: JwtSvidSettings,
+        bundles: TrustBundles,
+        now: datetime,
     ) -> Identity:
         """The identity `token` proves, or `IdentityError` with an identity reason
         (docs/concepts/identity.md#verification)."""
@@ -148,7 +204,7 @@ class JwtSvidVerifier:
                 self._cache[key] = claims
                 if len(self._cache) > self._maxsize:
                     self._cache.popitem(last=False)
-        _check_claims(claims, config, now)
+        _check_claims(claims, settings, now)
         return Identity(claims.spiffe_id, SOURCE_JWT_SVID, certificate_verified=False)
 
 
@@ -265,13 +321,13 @@ def _check_trust_domain(spiffe_id: SpiffeId, config: IdentityConfig) -> None:
         )
 
 
-def _check_claims(claims: _Claims, config: IdentityConfig, now: datetime) -> None:
+def _check_claims(claims: _Claims, settings: JwtSvidSettings, now: datetime) -> None:
     at = now.timestamp()
     if at > claims.expires + LEEWAY_S:
         raise _invalid(f"expired at {_when(claims.expires)}")
     if claims.not_before is not None and claims.not_before > at + LEEWAY_S:
         raise _invalid(f"not valid before {_when(claims.not_before)}")
-    if not claims.audiences & config.jwt_audiences:
+    if not claims.audiences & settings.audiences:
         shown = ", ".join(quote(a, 60) for a in sorted(claims.audiences)[:5])
         raise _invalid(f"aud {shown} names none of identity.jwt_svid.audiences")
 
@@ -310,3 +366,22 @@ def _check(
         key.verify(signature, signing_input, scheme, algorithm.hash)
     except InvalidSignature:
         raise _invalid("bad signature") from None
+
+
+class JwtSvidSource:
+    """Implements `IdentitySource`; keeps its own cache of verified signatures."""
+
+    __slots__ = ("_verifier",)
+
+    def __init__(self) -> None:
+        self._verifier = JwtSvidVerifier()
+
+    def resolve(self, attempt: Attempt, settings: JwtSvidSettings) -> Identity | None:
+        attempt.trying(SOURCE_JWT_SVID)
+        token = bearer_token(attempt.view.headers.get(HEADER))
+        if token is None:
+            return None
+        return self._verifier.verify(token, attempt.config, settings, attempt.bundles, attempt.now)
+
+
+KIND = SourceKind(SOURCE_JWT_SVID, JwtSvidSource, Section("audiences", parse_settings))

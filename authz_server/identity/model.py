@@ -7,7 +7,9 @@ whose identity was verified.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 from authz_server.core.decision import Reason
 from authz_server.core.errors import IdentityError, quote
@@ -16,24 +18,25 @@ from authz_server.identity.spiffe_id import SpiffeId
 
 __all__ = ["Identity", "IdentityConfig", "check_not_denied"]
 
+_NO_SETTINGS: Mapping[str, object] = MappingProxyType({})
+
 
 @dataclass(frozen=True, slots=True)
 class IdentityConfig:
     trust_domains: frozenset[str]
-    #: Tried in this order: "peer", "xfcc", "jwt_svid" (see resolve.py).
+    #: Names of `registry.SOURCES`, tried in this order (see resolve.py).
     sources: tuple[str, ...] = ("peer",)
     require_certificate: bool = False
     #: Principals that are always denied (`revoked`).
     deny: tuple[PrincipalMatcher, ...] = ()
-    #: `identity.xfcc.trusted_proxies`: the only direct peers whose XFCC header is believed.
-    xfcc_trusted_proxies: tuple[PrincipalMatcher, ...] = ()
-    #: `identity.jwt_svid.audiences`: a JWT-SVID's `aud` must name one of them.
-    jwt_audiences: frozenset[str] = frozenset()
+    #: Each listed source's settings (its `identity.<name>` section as it parsed it), by
+    #: source name; a source without settings has no entry.
+    settings: Mapping[str, object] = field(default_factory=lambda: _NO_SETTINGS)
 
     def offline(self) -> IdentityConfig:
         """For `check`, `test`, Explain and replay, where the principal stands for an
         identity verified when the request was made: peer only, no certificate required."""
-        return replace(self, sources=("peer",), require_certificate=False)
+        return replace(self, sources=("peer",), require_certificate=False, settings=_NO_SETTINGS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,19 +1,21 @@
-"""The `x-forwarded-client-cert` header (source `xfcc`, docs/concepts/identity.md#xfcc): a strict
-parser, and the verification of the one element a trusted proxy wrote.
+"""Identity source `xfcc`: the `x-forwarded-client-cert` header of a trusted proxy. A
+strict parser, the verification of the one element the proxy wrote, and the source.
 
-Grammar (Envoy's; keys case-insensitive, values case-sensitive):
+    identity:
+      sources: [xfcc, peer]
+      xfcc: {trusted_proxies: ["spiffe://example.org/gateway/*"]}   # required when listed
 
-    header   = element *("," element)
-    element  = pair *(";" pair)
-    pair     = key "=" value
-    key      = By / Hash / Cert / Chain / Subject / URI / DNS
-    value    = DQUOTE *(char / "\\" char) DQUOTE      ; `\\"` is a quote, `\\\\` a backslash
-             / *(char except , ; = " \\ space)        ; bare, possibly empty (`URI=`)
+When the source counts as present: the header was sent *and* the direct peer is a
+trusted proxy. That is decided on the peer's own identity, verified as for `peer`
+(principal, trust domain, certificate, identity.deny) whether or not `peer` is listed,
+and it must have come with its certificate. A peer that fails verification denies with
+the peer's reason. A verified peer that is no trusted proxy, or no peer at all, gets its
+header *ignored* (the source counts as absent) and the decision carries
+`identity_note: xfcc_spoofing`, counted in metrics and written to the audit record;
+except when the header merely repeats the peer's own identity (one element whose URI is
+the peer's, as a local Envoy with SANITIZE_SET writes), which claims nothing.
 
-Anything else (unknown key, empty element, stray quote, whitespace, a control character,
-Hash/Cert/Chain/Subject twice in one element) rejects the whole header with `XfccError`;
-the parser raises nothing else, on any input. A `;URI=` inside a quoted value is part of
-that value, never a second pair.
+The header's grammar is `xfcc_header.py`'s.
 
 Why only the last element: every Envoy that writes the header either replaces it with its
 own element (SANITIZE_SET) or appends its element at the end (APPEND_FORWARD). The
@@ -51,111 +53,38 @@ from cryptography import x509
 
 from authz_server.core.decision import Reason
 from authz_server.core.errors import IdentityError, quote
+from authz_server.core.yaml_source import Fields, Seq, Value
 from authz_server.identity.bundles import TrustBundles
-from authz_server.identity.model import Identity, IdentityConfig
+from authz_server.identity.model import Identity, IdentityConfig, check_not_denied
+from authz_server.identity.patterns import PrincipalMatcher, compile_principals
+from authz_server.identity.peer import verified_peer
+from authz_server.identity.source import Attempt, Section, SourceKind
 from authz_server.identity.spiffe_id import parse_workload_id
 from authz_server.identity.x509 import MAX_CHAIN_DEPTH, CertificateVerifier
+from authz_server.identity.xfcc_header import XfccElement, XfccError, parse_xfcc
 
 __all__ = [
     "HEADER",
-    "KEYS",
+    "KIND",
     "SOURCE_XFCC",
-    "XfccElement",
-    "XfccError",
+    "XFCC_SPOOFING",
+    "XfccSettings",
+    "XfccSource",
     "forwarded_identity",
-    "parse_xfcc",
+    "parse_settings",
 ]
 
 HEADER = "x-forwarded-client-cert"
 SOURCE_XFCC = "xfcc"
-KEYS = frozenset({"by", "hash", "cert", "chain", "subject", "uri", "dns"})
-#: Keys Envoy writes at most once per element; `By`, `URI` and `DNS` repeat per SAN.
-_SINGLE = frozenset({"hash", "cert", "chain", "subject"})
+#: `identity_note` (audit) and `authz_identity_failures_total{reason}` (metrics) of an
+#: XFCC header that was ignored because the peer that sent it is no trusted proxy.
+XFCC_SPOOFING = "xfcc_spoofing"
 
-#: Envoy's default limit on all request headers together is 60 KiB.
-MAX_HEADER_CHARS = 64 * 1024
-MAX_ELEMENTS = 32
-MAX_PAIRS = 64
-
-_PAIR = re.compile(
-    r"([A-Za-z]+)="
-    r'(?:"((?>[^"\\\x00-\x1f\x7f]++|\\[^\x00-\x1f\x7f])*+)"'  # quoted, no backtracking
-    r'|([^,;="\\\s\x00-\x1f\x7f]*))'  # bare
-)
-_UNESCAPE = re.compile(r'\\(["\\])')
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _PEM_CERT = re.compile(
     r"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+)-----END CERTIFICATE-----\s*"
 )
 _PEM_BEGIN = "-----BEGIN "
-
-
-class XfccError(IdentityError):
-    """The header does not follow the grammar above (`invalid_spiffe_id`)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(Reason.INVALID_SPIFFE_ID, f"x-forwarded-client-cert: {message}")
-
-
-@dataclass(frozen=True, slots=True)
-class XfccElement:
-    """One element: its (lower-case key, decoded value) pairs in header order."""
-
-    pairs: tuple[tuple[str, str], ...]
-
-    def values(self, key: str) -> tuple[str, ...]:
-        return tuple(value for k, value in self.pairs if k == key)
-
-    def value(self, key: str) -> str | None:
-        """The value of a key that appears at most once (the parser checked), or None."""
-        for k, value in self.pairs:
-            if k == key:
-                return value
-        return None
-
-
-def parse_xfcc(header: str) -> tuple[XfccElement, ...]:
-    """Every element of `header`, in order; `XfccError` on anything outside the grammar."""
-    if len(header) > MAX_HEADER_CHARS:
-        raise XfccError(f"longer than {MAX_HEADER_CHARS} characters")
-    elements: list[XfccElement] = []
-    pairs: list[tuple[str, str]] = []
-    position, end = 0, len(header)
-    while True:
-        match = _PAIR.match(header, position)
-        if match is None:
-            raise XfccError(
-                f"expected KEY=VALUE at character {position}: {_near(header, position)}"
-            )
-        key = match.group(1).lower()
-        if key not in KEYS:
-            raise XfccError(f"unknown key {quote(match.group(1), 20)} at character {position}")
-        quoted = match.group(2)
-        value = _UNESCAPE.sub(r"\1", quoted) if quoted is not None else match.group(3)
-        if key in _SINGLE and any(k == key for k, _ in pairs):
-            raise XfccError(f"{key!r} appears twice in element {len(elements) + 1}")
-        pairs.append((key, value))
-        if len(pairs) > MAX_PAIRS:
-            raise XfccError(f"more than {MAX_PAIRS} pairs in element {len(elements) + 1}")
-        position = match.end()
-        if position == end:
-            elements.append(XfccElement(tuple(pairs)))
-            return tuple(elements)
-        separator = header[position]
-        if separator == ",":
-            elements.append(XfccElement(tuple(pairs)))
-            pairs = []
-            if len(elements) >= MAX_ELEMENTS:
-                raise XfccError(f"more than {MAX_ELEMENTS} elements")
-        elif separator != ";":
-            raise XfccError(
-                f"expected ';' or ',' at character {position}: {_near(header, position)}"
-            )
-        position += 1
-
-
-def _near(text: str, position: int) -> str:
-    return quote(text[position : position + 20], 20) if position < len(text) else "end of header"
 
 
 def forwarded_identity(
@@ -297,3 +226,79 @@ def _load(pem: str) -> x509.Certificate:
             Reason.CERTIFICATE_INVALID,
             f"x-forwarded-client-cert: a Chain certificate does not parse: {quote(str(exc), 120)}",
         ) from None
+
+
+# --- the source ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class XfccSettings:
+    """`identity.xfcc`."""
+
+    #: `trusted_proxies`: the only direct peers whose XFCC header is believed.
+    trusted_proxies: tuple[PrincipalMatcher, ...]
+
+    def trusts(self, peer: Identity) -> bool:
+        return any(p.match(peer.spiffe_id) is not None for p in self.trusted_proxies)
+
+
+def parse_settings(
+    fields: Fields, value: Value, path: str, trust_domains: frozenset[str] | None
+) -> XfccSettings | None:
+    """`identity.xfcc`: `trusted_proxies`, principal patterns in trusted domains."""
+    section = fields.mapping(value, path, frozenset({"trusted_proxies"}))
+    if section is None:
+        return None
+    proxies = section.entries.get("trusted_proxies")
+    where = f"{path}.trusted_proxies"
+    if proxies is None:
+        fields.issue(section.line, where, "required")
+        return None
+    if isinstance(proxies, Seq) and not proxies.items:
+        fields.issue(proxies.line, where, "at least one proxy is required")
+        return None
+    return XfccSettings(compile_principals(fields, proxies, where, trust_domains))
+
+
+class XfccSource:
+    """Implements `IdentitySource`; see the module docstring for when it is present."""
+
+    __slots__ = ()
+
+    def resolve(self, attempt: Attempt, settings: XfccSettings) -> Identity | None:
+        """The forwarded identity; None when no header came or it was ignored."""
+        header = attempt.view.headers.get(HEADER)
+        if header is None:
+            return None
+        proxy = verified_peer(attempt)
+        if proxy is not None:
+            check_not_denied(proxy.spiffe_id, attempt.config)
+        if proxy is None or not settings.trusts(proxy):
+            if not _echoes(header, proxy):
+                attempt.note = XFCC_SPOOFING
+            return None
+        if not proxy.certificate_verified:
+            raise IdentityError(
+                Reason.CERTIFICATE_REQUIRED,
+                f"{proxy.spiffe_id} is a trusted XFCC proxy, but its certificate was not "
+                "sent (Envoy: include_peer_certificate: true)",
+            )
+        attempt.trying(SOURCE_XFCC)
+        attempt.proxy = proxy
+        return forwarded_identity(
+            header, attempt.config, attempt.bundles, attempt.verifier, attempt.now
+        )
+
+
+def _echoes(header: str, peer: Identity | None) -> bool:
+    """True when `header` only repeats the peer's own identity (a local SANITIZE_SET)."""
+    if peer is None:
+        return False
+    try:
+        elements = parse_xfcc(header)
+    except XfccError:
+        return False
+    return len(elements) == 1 and elements[0].values("uri") == (str(peer.spiffe_id),)
+
+
+KIND = SourceKind(SOURCE_XFCC, XfccSource, Section("trusted_proxies", parse_settings))

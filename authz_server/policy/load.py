@@ -34,13 +34,12 @@ from authz_server.core.yaml_source import (
 )
 from authz_server.identity.model import IdentityConfig
 from authz_server.identity.patterns import PrincipalMatcher, compile_principals
-from authz_server.identity.spiffe_id import SCHEME, spiffe_id_problem
+from authz_server.identity.section import compile_identity
 from authz_server.policy.approvals_notify import ApprovalsSettings, compile_approvals
 from authz_server.policy.authzen_section import compile_authzen
 from authz_server.policy.conditions.mcp import McpTools, compile_mcp_tools
 from authz_server.policy.conditions.when import EMPTY_WHEN, When, compile_when
 from authz_server.policy.files import SourceFile, policy_version, read_sources
-from authz_server.policy.identity_sources import compile_source_settings, compile_sources
 from authz_server.policy.index import CompiledRouteIndex, Route
 from authz_server.policy.model import (
     AuthzenConfig,
@@ -59,9 +58,6 @@ _MODES = ("enforce", "dry_run")
 _RULE_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 _TOP = frozenset({"version", "identity", "admin", "defaults", "rules", "authzen"})
-_IDENTITY = frozenset(
-    {"trust_domains", "sources", "require_certificate", "deny", "xfcc", "jwt_svid"}
-)
 _ADMIN = frozenset({"principals", "approvals"})
 _DEFAULTS = frozenset({"decision", "mode", "non_http"})
 _RULE = frozenset(
@@ -176,61 +172,18 @@ def _check_version(fields: Fields, top: Map) -> None:
         fields.issue(value.line, "version", f"unsupported version {quote(str(shown))} (expected 1)")
 
 
-def _trust_domain(text: str) -> str:
-    problem = "contains '/'" if "/" in text else spiffe_id_problem(SCHEME + text)
-    if problem is not None:
-        raise ValueError(f"invalid trust domain {quote(text)}: {problem}")
-    return text
-
-
 def _identity(
     section: _Section, issues: list[PolicyIssue], where: str, all_parsed: bool
 ) -> tuple[IdentityConfig | None, frozenset[str] | None]:
-    """`identity` (None when missing or invalid) and its trust domains (None when invalid).
-
-    The trust domains alone are enough to check the rules' principal patterns, so one
-    mistake in `identity.sources` does not hide a foreign trust domain in a rule.
-    """
+    """`identity` (None when missing or invalid) and its trust domains (None when invalid);
+    the section is `identity/section.py`'s."""
     fields, value = section.fields, section.value
     if fields is None or value is None:
         if all_parsed:
             message = "no file defines 'identity' (identity.trust_domains is required)"
             issues.append(PolicyIssue(where, None, None, "identity", message))
         return None, None
-    node = fields.mapping(value, "identity", _IDENTITY)
-    if node is None:
-        return None, None
-    before = len(fields.issues)
-    entries = node.entries
-    trust_domains: frozenset[str] | None = None
-    if "trust_domains" not in entries:
-        fields.issue(node.line, "identity.trust_domains", "required")
-    else:
-        listed = fields.compiled_list(
-            entries["trust_domains"],
-            "identity.trust_domains",
-            _trust_domain,
-            empty="at least one trust domain is required",
-        )
-        if len(fields.issues) == before:
-            trust_domains = frozenset(td for _, td in listed or ())
-    sources = compile_sources(fields, node)
-    proxies, audiences = compile_source_settings(
-        fields, node, sources, lambda v, path: compile_principals(fields, v, path, trust_domains)
-    )
-    require = False
-    if "require_certificate" in entries:
-        path = "identity.require_certificate"
-        require = fields.boolean(entries["require_certificate"], path) is True
-    deny: tuple[PrincipalMatcher, ...] = ()
-    if "deny" in entries:
-        deny = compile_principals(
-            fields, entries["deny"], "identity.deny", trust_domains, may_be_empty=True
-        )
-    if trust_domains is None or sources is None or len(fields.issues) != before:
-        return None, trust_domains
-    config = IdentityConfig(trust_domains, sources, require, deny, proxies, audiences)
-    return config, trust_domains
+    return compile_identity(fields, value)
 
 
 def _admin(

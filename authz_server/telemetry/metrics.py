@@ -244,7 +244,7 @@ class Metrics:
         bound[0].inc()
         if bound[1] is not None:
             bound[1].inc()
-        if decision.identity_note is not None:  # e.g. xfcc_spoofing (identity/resolve.py)
+        if decision.identity_note is not None:  # e.g. xfcc_spoofing (identity/xfcc.py)
             self.identity_failure(decision.identity_note)
         self._observe_latency(latency_s)
 

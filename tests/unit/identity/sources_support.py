@@ -23,8 +23,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from authz_server.identity.bundles import TrustBundles
+from authz_server.identity.jwt_svid import JwtSvidSettings
 from authz_server.identity.model import IdentityConfig
 from authz_server.identity.patterns import compile_principal_pattern
+from authz_server.identity.xfcc import XfccSettings
 from authz_server.tools.devcerts import Authority, mint_ca, mint_svid, pem
 
 NOW = datetime(2031, 3, 4, 12, 0, tzinfo=UTC)
@@ -93,13 +95,16 @@ def identity_config(
     require_certificate: bool = False,
     deny: tuple[str, ...] = (),
 ) -> IdentityConfig:
+    """Built directly, as the loader would: each source's settings under its name."""
     return IdentityConfig(
         frozenset({"example.org", "partner.org"}),
         sources,
         require_certificate,
         tuple(compile_principal_pattern(p) for p in deny),
-        tuple(compile_principal_pattern(p) for p in proxies),
-        frozenset(audiences),
+        {
+            "xfcc": XfccSettings(tuple(compile_principal_pattern(p) for p in proxies)),
+            "jwt_svid": JwtSvidSettings(frozenset(audiences)),
+        },
     )
 
 

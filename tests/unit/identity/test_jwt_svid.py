@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from authz_server.core.decision import Reason
 from authz_server.core.errors import IdentityError
 from authz_server.identity.bundles import TrustBundles
-from authz_server.identity.jwt_svid import JwtSvidVerifier, bearer_token
-from authz_server.identity.model import Identity
+from authz_server.identity.jwt_svid import JwtSvidSettings, JwtSvidVerifier, bearer_token
+from authz_server.identity.model import Identity, IdentityConfig
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from tests.unit.identity.sources_support import (
     AUDIENCE,
@@ -43,8 +43,16 @@ def world() -> World:
     return World()
 
 
+def _config(**config: Any) -> tuple[IdentityConfig, JwtSvidSettings]:
+    """The identity section and the `jwt_svid` settings in it."""
+    identity = identity_config(**config)
+    settings = identity.settings["jwt_svid"]
+    assert isinstance(settings, JwtSvidSettings)
+    return identity, settings
+
+
 def _verify(world: World, token: str, **config: Any) -> Identity:
-    return JwtSvidVerifier().verify(token, identity_config(**config), world.bundles, NOW)
+    return JwtSvidVerifier().verify(token, *_config(**config), world.bundles, NOW)
 
 
 Make = Callable[[World], str]
@@ -170,22 +178,22 @@ def test_cache_still_checks_time_and_audience(world: World) -> None:
     """A cached signature never outlives exp, nor a change of the policy's audiences."""
     verifier = JwtSvidVerifier()
     token = jwt(world.keys.ours["ours-es256"])
-    assert verifier.verify(token, identity_config(), world.bundles, NOW).source == "jwt_svid"
+    assert verifier.verify(token, *_config(), world.bundles, NOW).source == "jwt_svid"
     later = NOW + timedelta(minutes=7)
     with pytest.raises(IdentityError, match="expired"):
-        verifier.verify(token, identity_config(), world.bundles, later)
+        verifier.verify(token, *_config(), world.bundles, later)
     with pytest.raises(IdentityError, match="names none of"):
-        verifier.verify(token, identity_config(audiences=("billing",)), world.bundles, NOW)
+        verifier.verify(token, *_config(audiences=("billing",)), world.bundles, NOW)
 
 
 def test_cache_follows_the_bundles(world: World) -> None:
     """A key removed from the bundle stops verifying at once (new bundle generation)."""
     verifier = JwtSvidVerifier()
     token = jwt(world.keys.ours["ours-es256"])
-    verifier.verify(token, identity_config(), world.bundles, NOW)
+    verifier.verify(token, *_config(), world.bundles, NOW)
     without = TrustBundles(world.bundles.authorities, jwt_authorities={"example.org": {}})
     with pytest.raises(IdentityError, match="has no JWT-SVID keys"):
-        verifier.verify(token, identity_config(), without, NOW)
+        verifier.verify(token, *_config(), without, NOW)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 
 from authz_server.core.errors import PolicyError
+from authz_server.identity.jwt_svid import JwtSvidSettings
+from authz_server.identity.xfcc import XfccSettings
 from authz_server.policy.load import load_policy_text
 
 HEADER = "version: 1\nidentity:\n  trust_domains: [example.org, partner.org]\n"  # lines 1-3
@@ -36,8 +38,11 @@ def test_accepted(
     """The sources keep the policy's order; each source's settings are compiled."""
     identity = load_policy_text(text).identity
     assert identity.sources == sources
-    assert tuple(p.text for p in identity.xfcc_trusted_proxies) == proxies
-    assert identity.jwt_audiences == audiences
+    assert set(identity.settings) == set(sources) - {"peer"}
+    xfcc, jwt = identity.settings.get("xfcc"), identity.settings.get("jwt_svid")
+    got = tuple(p.text for p in xfcc.trusted_proxies) if isinstance(xfcc, XfccSettings) else ()
+    assert got == proxies
+    assert (jwt.audiences if isinstance(jwt, JwtSvidSettings) else set()) == audiences
 
 
 @pytest.mark.parametrize(

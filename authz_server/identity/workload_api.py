@@ -19,6 +19,10 @@ Given `on_jwt_update`, it also runs a `workload_api_jwt.JwtBundleWatcher` beside
 X509Source (its own stream and client, so that either can fail and recover alone): the
 JWT-SVID keys of a SPIRE-only deployment come from the agent too.
 
+What an update is for is the caller's business: `on_update` gets the bundles and the
+serving SVID as plain values (the caller serves with the SVID and counts updates),
+`on_restart` hears of every failed source that is recreated.
+
 py-spiffe calls back on its own threads; updates reach the event loop through
 `call_soon_threadsafe`. The blocking constructor runs on a daemon thread so that a
 shutdown never waits for a Workload API that does not answer.
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.hashes import SHA256
 from spiffe import WorkloadApiClient, X509Source
 from spiffe.bundle.x509_bundle.x509_bundle import X509Bundle
@@ -46,10 +51,8 @@ from authz_server.core.errors import ConfigError, quote
 from authz_server.identity.authorities import authority_warnings
 from authz_server.identity.bundles import check_trust_domain
 from authz_server.identity.workload_api_jwt import JwtBundles, JwtBundleWatcher
-from authz_server.telemetry.metrics import Metrics
-from authz_server.transport.tls import ServerCertificate, server_certificate
 
-__all__ = ["WorkloadApiSource", "X509Update"]
+__all__ = ["Svid", "WorkloadApiSource", "X509Update"]
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +61,19 @@ _SHA256 = SHA256()
 
 
 @dataclass(frozen=True, slots=True)
+class Svid:
+    """The default X509-SVID: its private key and its certificate chain, leaf first."""
+
+    private_key: PrivateKeyTypes
+    chain: tuple[x509.Certificate, ...]
+    spiffe_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class X509Update:
     """One X.509 context: the default SVID and every bundle, by trust domain."""
 
-    svid: ServerCertificate
+    svid: Svid
     bundles: Mapping[str, tuple[x509.Certificate, ...]]
 
 
@@ -91,19 +103,19 @@ def update_from_context(context: Any) -> X509Update:
             log.warning("ignoring a Workload API bundle: %s", exc)
             continue
         bundles[name] = tuple(sorted(bundle.x509_authorities, key=lambda c: c.fingerprint(_SHA256)))
-    certificate = server_certificate(svid.private_key, svid.cert_chain, str(svid.spiffe_id))
-    return X509Update(certificate, bundles)
+    return X509Update(Svid(svid.private_key, tuple(svid.cert_chain), str(svid.spiffe_id)), bundles)
 
 
 class WorkloadApiSource:
-    """Keeps an `X509Source` alive and hands every update to `on_update` on the loop."""
+    """Keeps an `X509Source` alive and hands every update to `on_update` on the loop;
+    `on_restart` is called each time a failed source is recreated."""
 
     def __init__(
         self,
         socket: str,
         on_update: Callable[[X509Update], Awaitable[None]],
-        metrics: Metrics | None = None,
         *,
+        on_restart: Callable[[], None] | None = None,
         connect_timeout: float = 10.0,
         backoff: tuple[float, float] = (0.5, 30.0),
         poll_interval: float = 0.25,
@@ -116,7 +128,7 @@ class WorkloadApiSource:
             else None
         )
         self._on_update = on_update
-        self._metrics = metrics
+        self._on_restart = on_restart
         self._connect_timeout = connect_timeout
         self._backoff = backoff
         self._poll = poll_interval
@@ -178,8 +190,8 @@ class WorkloadApiSource:
             if not self._stopping.is_set():
                 self.restarts += 1
                 self.last_error = "the X509Source failed; recreating it"
-                if self._metrics is not None:
-                    self._metrics.workload_api_restarts.inc()
+                if self._on_restart is not None:
+                    self._on_restart()
                 log.error("Workload API %s: source closed after an error; recreating", self.socket)
                 failures += 1
                 await sleep_unless(self._stopping, backoff_delay(failures, *self._backoff))
@@ -187,10 +199,11 @@ class WorkloadApiSource:
     async def _deliver(self, update: X509Update) -> None:
         self.updates += 1
         self.last_error = None
-        if self._metrics is not None:
-            self._metrics.workload_api_updates.inc()
         self._warn_unusable(update)
-        await self._on_update(update)
+        try:
+            await self._on_update(update)
+        except Exception as exc:  # a bad update must not end the watch
+            log.error("Workload API update not applied, keeping the last one: %s", exc)
 
     def _warn_unusable(self, update: X509Update) -> None:
         """Log each CA that cannot sign, when it first appears (updates repeat the set)."""

@@ -59,7 +59,7 @@ from authz_server.runtime.wiring import Wiring, wire
 from authz_server.state.store import Store
 from authz_server.telemetry.metrics import Metrics
 from authz_server.transport.listen import add_grpc_port
-from authz_server.transport.tls import TlsCredentials
+from authz_server.transport.tls import TlsCredentials, server_certificate
 
 __all__ = ["RunningServer", "readiness_problem", "serve", "start_server"]
 
@@ -187,7 +187,7 @@ async def start_server(
         running.workload_api = WorkloadApiSource(
             settings.workload_api,
             _on_workload_update(running, settings),
-            wired.metrics,
+            on_restart=wired.metrics.workload_api_restarts.inc,
             on_jwt_update=state.set_workload_jwt_bundles,
         )
         running._tasks.append(asyncio.create_task(running.workload_api.run()))
@@ -269,12 +269,15 @@ async def _store_problem(store: Store) -> str | None:
 
 def _on_workload_update(running: RunningServer, settings: Settings) -> Any:
     async def on_update(update: X509Update) -> None:
+        running.metrics.workload_api_updates.inc()
+        svid = update.svid
+        certificate = server_certificate(svid.private_key, svid.chain, svid.spiffe_id)
         if running.tls is not None and settings.tls_workload_api:
-            running.tls.update(certificate=update.svid)
-            running.metrics.tls_expiry.set(update.svid.not_after.timestamp())
+            running.tls.update(certificate=certificate)
+            running.metrics.tls_expiry.set(certificate.not_after.timestamp())
         admin = running.admin
         if admin is not None and admin.credentials is not None and not settings.admin_tls_cert:
-            admin.credentials.update(certificate=update.svid)
+            admin.credentials.update(certificate=certificate)
         assert running.state is not None
         await running.state.set_workload_bundles(update.bundles)
 

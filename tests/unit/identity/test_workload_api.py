@@ -34,4 +34,8 @@ def test_update_carries_svid_and_every_bundle() -> None:
         "gone.org": (),
     }
     assert update.svid.spiffe_id == "spiffe://example.org/authz"
-    assert update.svid.chain_pem == devcerts.pem(svid.chain[0])
+    assert update.svid.chain == (svid.chain[0],)
+    public = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    assert update.svid.private_key.public_key().public_bytes(*public) == (
+        svid.key.public_key().public_bytes(*public)
+    )

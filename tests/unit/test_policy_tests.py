@@ -130,7 +130,7 @@ def test_a_policy_that_does_not_load_fails_every_case(suite: Path) -> None:
 
 
 def test_shipped_examples_pass() -> None:
-    """The README's example policy passes its own test files."""
+    """The shipped example policy (examples/policy) passes its own test files."""
     code, lines = _run(EXAMPLES / "tests")
     assert code == 0, lines
     assert lines[-1].endswith(" passed, 0 failed")

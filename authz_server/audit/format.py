@@ -18,6 +18,7 @@ from typing import Any
 from authz_server.core.decision import Decision
 from authz_server.core.request import RequestView
 from authz_server.state.fingerprint import body_digest
+from authz_server.telemetry.attributes import TraceIds
 
 __all__ = [
     "GENESIS",
@@ -41,13 +42,15 @@ def audit_record(
     policy_version: str,
     latency_us: int,
     api: str | None = None,
+    trace: TraceIds | None = None,
 ) -> dict[str, Any]:
     """The fields of docs/operations/audit.md#records for one decision; never the body or
     credentials.
 
     `api` names the API that asked when it is not Envoy's Check (`"authzen"`); such a
     record also names the caller that vouched for the principal (`vouched_by`), which
-    replay needs to decide it again.
+    replay needs to decide it again. `trace` is the sampled span of the Check, so that the
+    record can be found in the trace backend (`trace_id`, `span_id`).
     """
     return {
         "time": format_time(decision.at),
@@ -74,6 +77,7 @@ def audit_record(
         **({"enforced_rule": decision.enforced_rule} if decision.dry_run else {}),
         **({"api": api} if api else {}),
         **({"vouched_by": view.vouched_by} if view is not None and view.vouched_by else {}),
+        **(trace.fields() if trace is not None else {}),
     }
 
 

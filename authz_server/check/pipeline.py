@@ -26,6 +26,7 @@ from authz_server.identity.x509 import CertificateVerifier
 from authz_server.policy.conditions.base import RequestContext
 from authz_server.policy.evaluate import Trace, evaluate_rules
 from authz_server.state.store import Store
+from authz_server.telemetry.spans import child
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ class Pipeline:
         # source that fails is a deny (docs/concepts/identity.md#sources,
         # docs/concepts/identity.md#verification; identity/resolve.py). Then the store's
         # revocations, for the caller and for a proxy that vouches for it.
-        identified = await self._identify(view, snapshot, now)
+        with child("identity"):  # a traced Check's child span; nothing while tracing is off
+            identified = await self._identify(view, snapshot, now)
         if isinstance(identified, Decision):
             return identified
         identity, note = identified
@@ -77,7 +79,8 @@ class Pipeline:
             now=now,
             store=self.store,
         )
-        verdict = await evaluate_rules(policy, ctx, trace)
+        with child("rules"):
+            verdict = await evaluate_rules(policy, ctx, trace)
 
         # 5. decision
         rule_id = verdict.rule.id if verdict.rule else None
@@ -105,7 +108,8 @@ class Pipeline:
         """Judge a CheckRequest without HTTP attributes (Istio's TCP filter), for policies
         that opt in with `defaults.non_http: allow`: there is no route to match, so the
         caller needs a verified, unrevoked identity and nothing more."""
-        identified = await self._identify(view, snapshot, self._clock.now())
+        with child("identity"):
+            identified = await self._identify(view, snapshot, self._clock.now())
         if isinstance(identified, Decision):
             return identified
         identity, note = identified

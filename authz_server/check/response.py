@@ -11,6 +11,10 @@ serializing the message costs ~10 µs per Check; the copy ~1 µs. Decisions the 
 does not cover (an approval id, a retry-after, forged `x-authz-*` headers to remove, an
 id of another shape) are built afresh. The template table is bounded: a principal is
 caller-chosen on some denies, so it is cleared when full rather than grown.
+
+A traced Check's ids (`trace_id`, `span_id`) join the dynamic metadata by appending a
+serialized response that holds only them: protobuf merges a message field that occurs
+twice, so the template serves traced Checks too.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import struct_pb2
 
 from authz_server.core.decision import Decision, Reason
+from authz_server.telemetry.attributes import TraceIds
 
 HEADER_PRINCIPAL = "x-authz-principal"
 HEADER_RULE = "x-authz-rule"
@@ -55,11 +60,22 @@ def deny_body(decision: Decision) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-def render_check_response(decision: Decision, client_headers: Iterable[str] = ()) -> Any:
-    """Render `decision`; on allow, strip every `x-authz-*` header the client sent."""
+def render_check_response(
+    decision: Decision, client_headers: Iterable[str] = (), trace: TraceIds | None = None
+) -> Any:
+    """Render `decision`; on allow, strip every `x-authz-*` header the client sent.
+
+    Allow and deny carry the same dynamic metadata, which Envoy's ext_authz filter sets
+    for both under its own name (`envoy.filters.http.ext_authz`) for the access log:
+    principal, rule, decision_id, reason, dry_run, and with `trace` trace_id and span_id.
+    """
     if decision.enforced_allow:
-        return _ok_response(decision, client_headers)
-    return _denied_response(decision)
+        response = _ok_response(decision, client_headers)
+    else:
+        response = _denied_response(decision)
+    if trace is not None:
+        response.dynamic_metadata.update(trace.fields())
+    return response
 
 
 def _ok_response(decision: Decision, client_headers: Iterable[str]) -> Any:
@@ -110,6 +126,7 @@ def _denied_response(decision: Decision) -> Any:
             "rule": decision.rule or "",
             "decision_id": decision.decision_id,
             "reason": decision.reason.value,
+            "dry_run": decision.dry_run,
         }
     )
     return external_auth_pb2.CheckResponse(
@@ -150,9 +167,27 @@ class _Template:
 _templates: dict[_TemplateKey, _Template | None] = {}
 
 
-def render_response_bytes(decision: Decision, client_headers: Iterable[str] = ()) -> bytes:
-    """`render_check_response(decision, client_headers)`, serialized; from a template when
-    the decision allows one (see the module docstring)."""
+def render_response_bytes(
+    decision: Decision, client_headers: Iterable[str] = (), trace: TraceIds | None = None
+) -> bytes:
+    """`render_check_response(decision, client_headers, trace)`, serialized; from a
+    template when the decision allows one (see the module docstring)."""
+    data = _untraced_bytes(decision, client_headers)
+    if trace is not None:
+        data += _trace_metadata(trace)
+    return data
+
+
+def _trace_metadata(trace: TraceIds) -> bytes:
+    """A serialized CheckResponse with only `trace`'s ids as dynamic metadata: appended to
+    another, it is parsed as that response with the two ids added to its metadata."""
+    metadata = struct_pb2.Struct()
+    metadata.update(trace.fields())
+    data: bytes = external_auth_pb2.CheckResponse(dynamic_metadata=metadata).SerializeToString()
+    return data
+
+
+def _untraced_bytes(decision: Decision, client_headers: Iterable[str]) -> bytes:
     decision_id = decision.decision_id
     if (
         decision.approval_id is None

@@ -39,6 +39,7 @@ def add_serve(commands: Any) -> None:
     _add_admin_flags(serve)
     _add_console_flags(serve)
     _add_authzen_flags(serve)
+    _add_tracing_flags(serve)
 
 
 def _add_check_flags(serve: argparse.ArgumentParser) -> None:
@@ -233,6 +234,24 @@ def _add_authzen_flags(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_tracing_flags(serve: argparse.ArgumentParser) -> None:
+    tracing = serve.add_argument_group(
+        "tracing",
+        "OpenTelemetry traces of each Check, exported over OTLP/gRPC. Off unless a collector "
+        "is named here or by OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; "
+        "the other standard OTEL_* variables (sampler, service name, exporter headers and "
+        "TLS) apply. Sampling follows the parent: Envoy's span, else the request's own "
+        "traceparent or B3 headers.",
+    )
+    tracing.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        metavar="http[s]://HOST:PORT",
+        help="the OTLP/gRPC collector to send spans to: http:// plaintext, https:// TLS "
+        "(default: off, or the OTEL_* variables)",
+    )
+
+
 def _off(value: str | None) -> str | None:
     """None for a listener turned off (`off` or empty), else the address."""
     if value is None or value.strip().lower() in ("", "off"):
@@ -283,6 +302,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         authzen_insecure_local=args.authzen_insecure_local,
         authzen_public_url=args.authzen_public_url,
         authzen_max_body=args.authzen_max_body,
+        otlp_endpoint=args.otlp_endpoint or None,
     )
 
 

@@ -1,12 +1,14 @@
 """Serving: start the parts `wiring.wire` built, in order, run, and stop them in reverse.
 
     start_server(settings)  wire (policy, bundles, store, pipeline, TLS: errors here stop
-                            the start with nothing bound), bind the Check listener, start
-                            the probe/metrics listener, the store, the approval notifier,
+                            the start with nothing bound), start tracing
+                            (`--otlp-endpoint`), bind the Check listener, start the
+                            probe/metrics listener, the store, the approval notifier,
                             the Check server, the admin API (`admin.py`), the approval
                             console and the AuthZEN API (`listeners.py`), the reloader,
-                            the Workload API source and the audit flusher. A failure on
-                            the way stops what was started, in reverse.
+                            the Workload API source, the audit flusher and the sampling of
+                            the store's gauges. A failure on the way stops what was started,
+                            in reverse.
     serve(settings)         run until SIGTERM/SIGINT, reload on SIGHUP, then drain
 
 The store is the Check path's (revocations, rate limits, approvals), the admin API's and
@@ -18,9 +20,10 @@ worker 0 only.
 
 Health is SERVING only while `LiveState` is ready (policy loaded; bundles present where
 needed, see `reload.readiness_problem`) and the server is not draining. On SIGTERM
-health turns NOT_SERVING at once, in-flight Checks get `--grace` seconds to finish, then
-the AuthZEN, admin and console listeners stop, the notifier delivers what it has queued
-(briefly), the audit log is flushed, the store closed, and the process exits 0.
+health turns NOT_SERVING at once, in-flight Checks get `--grace` seconds to finish, their
+spans are exported (at most 2 s), then the AuthZEN, admin and console listeners stop, the
+notifier delivers what it has queued (briefly), the audit log is flushed, the store closed,
+and the process exits 0.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ from authz_server.runtime.settings import Settings
 from authz_server.runtime.wiring import Wiring, wire
 from authz_server.state.store import Store
 from authz_server.telemetry.metrics import Metrics
+from authz_server.telemetry.store_gauges import StoreGauges
+from authz_server.telemetry.tracing import Tracing, start_tracing
 from authz_server.transport.listen import add_grpc_port
 from authz_server.transport.tls import TlsCredentials, server_certificate
 
@@ -84,6 +89,8 @@ class RunningServer:
     console: ConsoleServer | None = None
     authzen: AuthzenServer | None = None
     notifier: Notifier | None = None
+    #: Span export (`--otlp-endpoint`); None while tracing is off.
+    tracing: Tracing | None = None
     draining: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -126,6 +133,8 @@ class RunningServer:
         self.draining = True
         await self.set_serving(False)
         await self.server.stop(grace)
+        if self.tracing is not None:  # the spans of the last Checks, then no more tracing
+            await asyncio.to_thread(self.tracing.shutdown, min(grace, _TRACE_FLUSH_S))
         if self.authzen is not None:
             await self.authzen.stop()
         if self.admin is not None:
@@ -147,6 +156,10 @@ class RunningServer:
         if self.store is not None:
             await self.store.close()
         log.info("stopped after %d decisions", self.service.decisions)
+
+
+#: The longest a drain waits for queued spans to be exported.
+_TRACE_FLUSH_S = 2.0
 
 
 async def _flush_periodically(audit: AuditLog) -> None:
@@ -172,7 +185,14 @@ async def start_server(
     async with contextlib.AsyncExitStack() as undo:
         undo.callback(wired.audit.close)
         undo.push_async_callback(wired.store.close)
+        tracing = None
+        config = settings.tracing()
+        if config is not None:  # each process traces on its own (workers too)
+            tracing = start_tracing(config)
+            undo.callback(tracing.shutdown, 0.5)
+            log.info("tracing Checks: spans to %s (%s)", config.endpoint, config.source)
         running = await _start_parts(wired, readiness_checks or {}, undo)
+        running.tracing = tracing
         undo.pop_all()  # started: from here on `RunningServer.stop` undoes it
     await running.refresh_health()
     state = wired.state
@@ -193,6 +213,8 @@ async def start_server(
         running._tasks.append(asyncio.create_task(running.workload_api.run()))
     if settings.audit_log:
         running._tasks.append(asyncio.create_task(_flush_periodically(wired.audit)))
+    # authz_approvals and authz_revocations, read from the store every 30 s.
+    running._tasks.append(asyncio.create_task(StoreGauges(wired.store, wired.metrics).run()))
     log.info(
         "Check listening on port %d (%s); policy %s (%d rules)",
         running.port,

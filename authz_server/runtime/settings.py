@@ -13,14 +13,19 @@ workers would have to share (`shared_state.require_shareable`).
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from authz_server.admin.address import DEFAULT_ADMIN_LISTEN, is_loopback, listen_host
 from authz_server.core.errors import ConfigError, quote
 from authz_server.identity.patterns import compile_principal_pattern
 from authz_server.state import check_store_url
+
+if TYPE_CHECKING:
+    from authz_server.telemetry.tracing import TracingConfig
 
 __all__ = ["Settings", "env_name"]
 
@@ -83,6 +88,9 @@ class Settings:
     #: `policy_decision_point` of the PDP metadata; None: the scheme and Host of the request.
     authzen_public_url: str | None = None
     authzen_max_body: int = DEFAULT_AUTHZEN_MAX_BODY
+    #: OTLP/gRPC collector for traces (`http://HOST:PORT` or `https://HOST:PORT`); None:
+    #: the `OTEL_*` variables decide (`telemetry.tracing`), off unless they name one.
+    otlp_endpoint: str | None = None
 
     @property
     def tls(self) -> bool:
@@ -141,6 +149,15 @@ class Settings:
         self._validate_state_and_admin()
         self._validate_console()
         self._validate_authzen()
+        self.tracing()
+
+    def tracing(self, environ: Mapping[str, str] | None = None) -> TracingConfig | None:
+        """Where traces go, from `--otlp-endpoint` and the `OTEL_*` variables of `environ`
+        (default: this process's); None: tracing off. ConfigError for a bad value."""
+        # Imported here: the OpenTelemetry SDK is for `serve` only, not every command.
+        from authz_server.telemetry.tracing import TracingConfig
+
+        return TracingConfig.resolve(self.otlp_endpoint, os.environ if environ is None else environ)
 
     def _validate_state_and_admin(self) -> None:
         check_store_url(self.store)

@@ -46,6 +46,7 @@ from authz_server.state import open_store
 from authz_server.state.observed import ObservedStore
 from authz_server.state.store import Store
 from authz_server.telemetry.metrics import Metrics
+from authz_server.telemetry.spans import child
 from authz_server.transport.tls import (
     CallerGuard,
     ServerCertificate,
@@ -138,9 +139,12 @@ def wire(
     authzen_tls, authzen_watches = authzen_credentials(settings, state, tls)
     # Every file is read: open what holds resources only now.
     audit: AuditLog = AuditLog(settings.audit_log) if settings.audit_log else NullAudit()
-    metrics.watch_audit(lambda: (audit.stats.records, audit.stats.write_errors))
+    metrics.watch_audit(
+        lambda: (audit.stats.records, audit.stats.write_errors),
+        health=lambda: (audit.healthy, audit.pending),
+    )
     opened = store or open_store(settings.store, revocations_file=settings.revocations_file)
-    observed = ObservedStore(opened, metrics.store_error)
+    observed = ObservedStore(opened, metrics.store_error, span=child)
     if pipeline is None:
         pipeline = Pipeline(store=observed)
     pipeline.store = observed

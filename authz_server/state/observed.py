@@ -2,12 +2,16 @@
 docs/operations/store.md#store).
 
 The server wraps whatever `--store` opened in this, so that the Check path, the admin API
-and the readiness probe are all counted without any of them knowing about metrics.
+and the readiness probe are all counted without any of them knowing about metrics. With
+tracing on, each call but the in-memory revocation lookup of every Check is also a child
+span of the Check (`store.<operation>`), through the `span` factory the server passes in
+(this layer knows nothing of tracing).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TypeVar
 
 from authz_server.core.errors import StoreUnavailable
@@ -23,18 +27,31 @@ from authz_server.state.store import (
     Store,
 )
 
-__all__ = ["ObservedStore"]
+__all__ = ["ObservedStore", "SpanFactory", "no_span"]
 
 _T = TypeVar("_T")
 
+#: `span(name)` → a context manager around one store call (a tracing span, or nothing).
+SpanFactory = Callable[[str], AbstractContextManager[object]]
+
+_NO_SPAN = nullcontext()
+
+
+def no_span(name: str) -> AbstractContextManager[object]:
+    return _NO_SPAN
+
 
 class ObservedStore:
-    """Passes every call to `inner`; reports each `StoreUnavailable` to `on_error(op)`."""
+    """Passes every call to `inner`; reports each `StoreUnavailable` to `on_error(op)`
+    and runs each call inside `span("store." + op)`."""
 
-    def __init__(self, inner: Store, on_error: Callable[[str], None]) -> None:
+    def __init__(
+        self, inner: Store, on_error: Callable[[str], None], span: SpanFactory = no_span
+    ) -> None:
         self.inner = inner
         self.shared = inner.shared
         self._on_error = on_error
+        self._span = span
 
     @property
     def events(self) -> ApprovalEvents:
@@ -46,11 +63,12 @@ class ObservedStore:
         self.inner.events = events
 
     async def _call(self, operation: str, call: Awaitable[_T]) -> _T:
-        try:
-            return await call
-        except StoreUnavailable:
-            self._on_error(operation)
-            raise
+        with self._span("store." + operation):
+            try:
+                return await call
+            except StoreUnavailable:
+                self._on_error(operation)
+                raise
 
     async def start(self) -> None:
         await self.inner.start()

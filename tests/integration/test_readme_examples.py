@@ -126,13 +126,24 @@ for _example in RUNNABLE:
 def _checkout(tmp_path: Path) -> Path:
     """The repository root as seen by an example: a directory of links to its entries, so
     that paths resolve as in the checkout while files an example writes (`--out
-    envoy.yaml`, `--out certs`) land in the test's directory, not in the working tree."""
+    envoy.yaml`, `--out certs`) land in the test's directory, not in the working tree.
+    Only the repository's own entries are linked: a `certs/` or `envoy.yaml` someone made
+    by following the README in the checkout is neither read nor overwritten."""
     root = tmp_path / "checkout"
     root.mkdir()
+    tracked = _tracked_entries()
     for entry in ROOT.iterdir():
-        if not entry.name.startswith("."):
+        if not entry.name.startswith(".") and entry.name in tracked:
             (root / entry.name).symlink_to(entry)
     return root
+
+
+def _tracked_entries() -> set[str]:
+    """The top-level names git tracks (every name, outside a git checkout)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=False)
+    if listed.returncode != 0:
+        return {entry.name for entry in ROOT.iterdir()}
+    return {name.split("/", 1)[0] for name in listed.stdout.decode().split("\0") if name}
 
 
 def _program(tmp_path: Path) -> Path:

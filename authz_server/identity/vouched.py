@@ -30,7 +30,7 @@ from authz_server.core.errors import IdentityError, quote
 from authz_server.core.request import LOCAL_PEP, RequestView
 from authz_server.identity.model import Identity, IdentityConfig, check_not_denied
 from authz_server.identity.patterns import PrincipalMatcher
-from authz_server.identity.spiffe_id import SpiffeId, parse_spiffe_id
+from authz_server.identity.spiffe_id import SpiffeId, parse_workload_id
 
 __all__ = ["SOURCE_AUTHZEN", "vouched_identity"]
 
@@ -44,10 +44,10 @@ def vouched_identity(
     """(subject, the caller when it is someone else) or `IdentityError`; see the module."""
     caller: SpiffeId | None = None
     if view.vouched_by != LOCAL_PEP:
-        caller = _workload_id(view.vouched_by)
+        caller = parse_workload_id(view.vouched_by)
         _check_trust_domain(caller, config)
         check_not_denied(caller, config)
-    subject = _workload_id(view.principal)
+    subject = parse_workload_id(view.principal)
     trusted = any(p.match(caller) is not None for p in trusted_peps) if caller else True
     if caller is not None and subject != caller and not trusted:
         raise IdentityError(
@@ -60,16 +60,6 @@ def vouched_identity(
     itself = caller is not None and subject == caller
     vouching = None if caller is None or itself else Identity(caller, SOURCE_AUTHZEN, True)
     return Identity(subject, SOURCE_AUTHZEN, itself), vouching
-
-
-def _workload_id(text: str) -> SpiffeId:
-    spiffe_id = parse_spiffe_id(text)
-    if not spiffe_id.segments:
-        raise IdentityError(
-            Reason.INVALID_SPIFFE_ID,
-            f"SPIFFE ID {quote(text)} names a trust domain, not a workload",
-        )
-    return spiffe_id
 
 
 def _check_trust_domain(spiffe_id: SpiffeId, config: IdentityConfig) -> None:

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from authz_server.core.errors import ConfigError
+from authz_server.core.errors import ConfigError, StoreUnavailable
 from authz_server.policy.load import load_policy
 from authz_server.runtime.settings import Settings
 from authz_server.runtime.shared_state import require_shareable
@@ -114,9 +114,18 @@ def run_workers(settings: Settings) -> int:
         check_listen("--admin-listen", settings.admin_listen, reuse_port=True)
     if settings.store != "memory":
         return _supervise(settings)
-    private = tempfile.mkdtemp(prefix="authz-workers-")  # mode 0700: this user only
+    private: str | None = None
     try:
+        private = tempfile.mkdtemp(prefix="authz-workers-")  # mode 0700: this user only
         revocations = RevocationFile.create(Path(private) / "revocations.json")
+    except (OSError, StoreUnavailable) as error:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
+        raise ConfigError(
+            f"--workers {settings.workers} on the memory store shares revocations through a "
+            f"file in the temporary directory (TMPDIR, default /tmp), which failed: {error}"
+        ) from None
+    try:
         shared = dataclasses.replace(settings, revocations_file=str(revocations.path))
         return _supervise(shared)
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,3 +190,19 @@ def test_workers_on_memory_refuse_a_policy_with_approvals_or_rate_limits(
     err = capsys.readouterr().err
     assert "N>1 needs a shared store: --store redis://HOST:PORT/DB" in err
     assert "transfers (rate_limit)" in err
+
+
+def test_workers_on_memory_need_a_writable_temporary_directory(
+    files: Files,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The shared revocation file cannot be made: one clear error, no traceback."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    port = stack.free_port()
+    argv = ["serve", "--policy", str(files.policy), "--listen", f"127.0.0.1:{port}"]
+    assert main([*argv, "--workers", "2", "--admin-listen", "off"]) == 1
+    err = capsys.readouterr().err
+    assert "shares revocations through a file in the temporary directory" in err
+    assert "Traceback" not in err

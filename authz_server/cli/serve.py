@@ -134,7 +134,8 @@ def _add_check_flags(serve: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="processes sharing the Check port (SO_REUSEPORT); N>1 needs --store redis://",
+        help="processes sharing the Check port (SO_REUSEPORT); N>1 with approvals or rate "
+        "limits needs --store redis://",
     )
 
 

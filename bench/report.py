@@ -5,7 +5,8 @@ ratio always compares runs taken moments apart. Baselines: A the do-nothing serv
 B the 10-rule policy; C ext_authz → do-nothing (the target's reference; the no-authz and
 RBAC rows show what an ext_authz hop costs at all); W one worker (direct and through
 Envoy separately). Throughput ratios below 1 and latency or CPU ratios above 1 are worse.
-Each target is printed with a pass or MISS marker.
+Each target is printed with a pass or MISS marker. Phase T (tracing) has no target: its
+rows say what a traced Check costs beside an untraced one.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def targets(phases: Mapping[str, Any], config: BenchConfig) -> dict[str, Any]:
         goals.append(_target("C server-side Check p99 µs", server["server_p99_us"], 1000, False))
     if "E" in phases:  # the HTTP path's figures beside the gRPC path's; no target
         summary["E"] = summarize(phases["E"]["runs"], "grpc")
+    if "T" in phases:
+        summary["T"] = list(phases["T"]["modes"])
     if "D" in phases:
         d = summary["D"] = dict(phases["D"])
         goals.append(_target(f"D RSS MB with {d['rules']} rules", d["rss_mb_loaded"], 150, False))
@@ -181,6 +184,25 @@ def _worker_lines(rows: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _tracing_lines(modes: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Phase T: CPU per Check with tracing off and on, in process."""
+    off = modes[0]["caller_us"]
+    lines = [
+        "Tracing, the whole Check path in process (least of the rounds; spans over OTLP/gRPC "
+        "to a receiver in the benchmark's process):",
+        "",
+        "| tracing | CPU µs/Check | vs off | with export CPU µs/Check | spans exported |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in modes:
+        exported = "" if row["exported"] is None else f"{row['exported']:,}"
+        lines.append(
+            f"| {row['mode']} | {_fmt(row['caller_us'], 1)} | {row['caller_us'] - off:+.1f} | "
+            f"{_fmt(row['process_us'], 1)} | {exported} |"
+        )
+    return lines
+
+
 def render_table(document: Mapping[str, Any]) -> str:
     """One Markdown table of every variant with its ratios, the targets, and the machine."""
     summary, config, m = document["summary"], document["config"], document["machine"]
@@ -236,6 +258,8 @@ def render_table(document: Mapping[str, Any]) -> str:
         lines += ["", *_server_lines(summary["C_server"], rates["C"])]
     if "W" in summary:
         lines += ["", *_worker_lines(summary["W"])]
+    if "T" in summary:
+        lines += ["", *_tracing_lines(summary["T"])]
     lines += ["", "| target | measured | goal | |", "|---|---:|---:|---|"]
     for goal in summary["targets"]:
         sign = "≥" if goal["higher_is_better"] else "≤"

@@ -1,7 +1,7 @@
 """`make bench`: authz-server against its ceiling and against Envoy's own RBAC
 (docs/performance.md#method).
 
-    python -m bench.run [--reps 3] [--phases ABCDWE] [--quick] [--uvloop] [--out FILE.json]
+    python -m bench.run [--reps 3] [--phases ABCDWET] [--quick] [--uvloop] [--out FILE.json]
 
 Phases, each alternating its variants (the order rotates every repetition) and reporting
 the median over repetitions; every ratio is the median of per-repetition ratios, so each
@@ -22,6 +22,9 @@ W  workers: `serve` with 1 and with 2 worker processes on the memory store (the 
    and the scaling ratio (2 workers / 1 worker).
 E  the HTTP path: phase A's authz-server asked the same mix as AuthZEN evaluations over
    HTTP/1.1, beside the gRPC Check on that same process (`authzen.py`): req/s, p50/p99.
+T  tracing: the whole Check path in process (`tracing_checks.py`), off and on (unsampled
+   parent, sampled parent, no parent) with spans exported over OTLP/gRPC to a receiver:
+   CPU-µs per Check; every span of every traced Check is counted at the receiver.
 
 Method notes. Load comes from h2load in separate processes, one per request kind of
 `workload.MIX` (h2load sends one body per process), pre-framed gRPC bodies for A/B and
@@ -60,6 +63,7 @@ from bench.phases import Bench, Sizes
 from bench.policies import RuleSpec, when_supported, write_policy
 from bench.procs import BenchProcess, start_bench_server
 from bench.report import render_table, targets
+from bench.tracing_checks import measure_checks
 from bench.workers import WorkerServer, start_worker_server
 from bench.workload import mint_bench_certs
 
@@ -73,7 +77,7 @@ class BenchConfig:
     workdir: Path = ROOT / "bench-results" / "work"
     out: Path = ROOT / "bench-results" / "results.json"
     reps: int = 3
-    phases: str = "ABCDWE"
+    phases: str = "ABCDWET"
     a_rules: int = 200
     b_rules: tuple[int, ...] = (10, 1_000, 10_000)
     d_rules: int = 10_000
@@ -93,6 +97,9 @@ class BenchConfig:
     #: The authz cluster's `max_concurrent_streams` in phase W (C uses 16).
     w_max_streams: int = 4
     warmup: int = 1_000
+    #: Phase T: Checks per round and rounds per mode.
+    t_checks: int = 3_000
+    t_rounds: int = 3
     #: None: add `when` conditions when the loader accepts them.
     conditions: bool | None = None
     audit: bool = True
@@ -109,6 +116,8 @@ QUICK = BenchConfig(
     w_direct=Sizes(unpaced=800, paced=0, rate=0, streams=2, clients=8),
     w_envoy=Sizes(unpaced=400, paced=0, rate=0, streams=2, clients=4),
     warmup=100,
+    t_checks=200,
+    t_rounds=1,
 )
 
 
@@ -311,6 +320,16 @@ def _phase_e(run: _Run) -> dict[str, Any]:
     return {"runs": run.alternate(variants)}
 
 
+def _phase_t(run: _Run) -> dict[str, Any]:
+    c = run.config
+    costs = measure_checks(c.a_rules, c.t_checks, c.t_rounds, c.workdir / "tracing")
+    for cost in costs:
+        if cost.exported is not None:  # a Check span and its identity and rules children
+            spans = 0 if "unsampled" in cost.mode else 3 * cost.checks
+            run.bench._check(f"T {cost.mode}: spans at the receiver", spans, cost.exported)
+    return {"modes": [asdict(cost) for cost in costs]}
+
+
 _PHASES = {
     "A": _phase_a,
     "B": _phase_b,
@@ -318,6 +337,7 @@ _PHASES = {
     "D": _phase_d,
     "W": _phase_w,
     "E": _phase_e,
+    "T": _phase_t,
 }
 
 
@@ -360,7 +380,7 @@ def _config_json(config: BenchConfig) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, help="repetitions per variant (default 3)")
-    parser.add_argument("--phases", default=None, help="subset of ABCDWE (default all)")
+    parser.add_argument("--phases", default=None, help="subset of ABCDWET (default all)")
     parser.add_argument("--quick", action="store_true", help="tiny counts: proves the harness")
     parser.add_argument(
         "--out", type=Path, help="result JSON; the table goes beside it as .md (bench-results/)"

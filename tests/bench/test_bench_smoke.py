@@ -46,6 +46,8 @@ def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         w_direct=Sizes(unpaced=80, paced=0, rate=0, streams=2, clients=4, timeout=60),
         w_envoy=Sizes(unpaced=40, paced=0, rate=0, streams=2, clients=2, timeout=60),
         warmup=10,
+        t_checks=10,
+        t_rounds=1,
     )
     return run_bench(config)
 
@@ -150,3 +152,14 @@ def test_authzen_http_path_is_measured_beside_grpc(document: dict[str, Any]) -> 
         assert counted["expected"] == counted["seen"] > 0
     table = render_table(document)
     assert "| E | AuthZEN over HTTP/1.1 |" in table and "| E | Check over gRPC (h2c) |" in table
+
+
+def test_tracing_off_and_on_are_measured(document: dict[str, Any]) -> None:
+    """Phase T: the Check path with tracing off and on, each traced Check's spans counted
+    at the receiver, and a row per mode in the table."""
+    modes = [row["mode"] for row in document["summary"]["T"]]
+    assert modes == ["off", "on, unsampled parent", "on, sampled parent", "on, no parent"]
+    counted = _checks(document, "spans at the receiver")
+    assert len(counted) == 3 and all(c["expected"] == c["seen"] for c in counted)
+    table = render_table(document)
+    assert "| on, sampled parent |" in table and "| off |" in table

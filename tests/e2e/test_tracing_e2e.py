@@ -6,13 +6,20 @@ the decision's attributes; the audit record names the same trace and span.
 The front proxy is the shipped one with tracing turned on in its HTTP connection manager
 (`envoy.tracers.opentelemetry`, exporting over gRPC to a cluster that points at the
 receiver) and nothing else changed; the client sends a sampled W3C `traceparent`.
+
+Who decides what is traced (docs/operations/observability.md#trace-sampling): with
+Envoy's tracing off the client's sampled flag is obeyed; the documented
+`disallowed_headers` takes that decision from the client, and so does the documented
+sampler of Envoy's tracer when Envoy's tracing is on.
 """
 
 from __future__ import annotations
 
+import re
+import textwrap
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +41,44 @@ SERVER_KIND = 2  # SPAN_KIND_SERVER
 CLIENT_KIND = 3  # SPAN_KIND_CLIENT
 
 
-def with_tracing(config: str, receiver_port: int) -> str:
+OBSERVABILITY = harness.ROOT / "docs" / "operations" / "observability.md"
+
+
+def documented(key: str) -> dict[str, Any]:
+    """The YAML block of the observability page that sets `key`, parsed."""
+    blocks = re.findall(r"^( *)```yaml\n(.*?)^\1```", OBSERVABILITY.read_text(), re.M | re.S)
+    [text] = [textwrap.dedent(body) for _, body in blocks if f"{key}:" in body]
+    parsed: dict[str, Any] = yaml.safe_load(text)
+    return parsed
+
+
+def _hcm(document: dict[str, Any]) -> dict[str, Any]:
+    [listener] = document["static_resources"]["listeners"]
+    hcm: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm
+
+
+def without_client_trace_headers(config: str) -> str:
+    """The documented `disallowed_headers` added to the ext_authz filter."""
+    document = yaml.safe_load(config)
+    ext_authz = _hcm(document)["http_filters"][0]
+    assert ext_authz["name"] == "envoy.filters.http.ext_authz"
+    ext_authz["typed_config"].update(documented("disallowed_headers"))
+    return str(yaml.safe_dump(document, sort_keys=False))
+
+
+def with_tracing(config: str, receiver_port: int, sampler: dict[str, Any] | None = None) -> str:
     """Tracing on in the front proxy's connection manager, spans to the receiver."""
     document = yaml.safe_load(config)
-    [listener] = document["static_resources"]["listeners"]
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    hcm["tracing"] = {
+    provider: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+        "grpc_service": {"envoy_grpc": {"cluster_name": "otel"}, "timeout": "1s"},
+        "service_name": ENVOY_SERVICE,
+        **(sampler or {}),
+    }
+    _hcm(document)["tracing"] = {
         "random_sampling": {"value": 100},
-        "provider": {
-            "name": "envoy.tracers.opentelemetry",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
-                "grpc_service": {"envoy_grpc": {"cluster_name": "otel"}, "timeout": "1s"},
-                "service_name": ENVOY_SERVICE,
-            },
-        },
+        "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": provider},
     }
     document["static_resources"]["clusters"].append(
         {
@@ -97,16 +127,42 @@ def with_tracing(config: str, receiver_port: int) -> str:
     return str(yaml.safe_dump(document, sort_keys=False))
 
 
-@dataclass(frozen=True)
+@dataclass
 class Traced:
-    proxy: Proxy
+    """A `serve --otlp-endpoint` of its own, and front proxies started in front of it."""
+
+    e2e: Stack
+    authz: stack.Service
     receiver: OtlpReceiver
     audit_log: Path
+    proxies: dict[str, Proxy] = field(default_factory=dict)
+
+    def front(self, name: str, variant: Callable[[str], str]) -> Proxy:
+        """The shipped front proxy changed by `variant`, in front of this server (once)."""
+        if name not in self.proxies:
+            port, admin = stack.free_port(), stack.free_port()
+            config = harness.render_front_proxy(
+                self.e2e.certs,
+                authz_port=self.authz.port,
+                backend_port=self.e2e.backend.port,
+                listen_port=port,
+                admin_port=admin,
+            )
+            service = stack.start_envoy(
+                self.e2e.workdir / "logs", name, variant(config), listen_port=port
+            )
+            self.e2e.services.append(service)  # stopped at session end at the latest
+            self.proxies[name] = Proxy(name, port, service)
+        return self.proxies[name]
+
+    @property
+    def tracing_proxy(self) -> Proxy:
+        return self.front("envoy-traced", lambda c: with_tracing(c, self.receiver.port))
 
 
 @pytest.fixture(scope="module")
 def traced(e2e: Stack) -> Iterator[Traced]:
-    """A `serve --otlp-endpoint` of its own and a tracing front proxy in front of it."""
+    """A `serve --otlp-endpoint` of its own, exporting to a receiver in this process."""
     receiver = OtlpReceiver()
     receiver.start()
     audit_log = e2e.workdir / "traced-audit.jsonl"
@@ -123,23 +179,12 @@ def traced(e2e: Stack) -> Iterator[Traced]:
             name="authz-traced",
         )
     e2e.services.append(authz)
-    port, admin = stack.free_port(), stack.free_port()
-    config = harness.render_front_proxy(
-        e2e.certs,
-        authz_port=authz.port,
-        backend_port=e2e.backend.port,
-        listen_port=port,
-        admin_port=admin,
-    )
-    envoy = stack.start_envoy(
-        e2e.workdir / "logs", "envoy-traced", with_tracing(config, receiver.port),
-        listen_port=port,
-    )  # fmt: skip
-    e2e.services.append(envoy)
+    traced = Traced(e2e, authz, receiver, audit_log)
     try:
-        yield Traced(Proxy("envoy-traced", port, envoy), receiver, audit_log)
+        yield traced
     finally:
-        envoy.stop()
+        for proxy in traced.proxies.values():
+            proxy.service.stop()
         authz.stop()
         receiver.stop()
 
@@ -198,7 +243,7 @@ def test_the_check_span_joins_the_clients_trace_under_envoys_span(
     principal: str,
 ) -> None:
     traceparent = f"00-{TRACE}-{CLIENT_SPAN}-01"
-    reply = e2e.request(traced.proxy, path, as_=as_, headers=[("traceparent", traceparent)])
+    reply = e2e.request(traced.tracing_proxy, path, as_=as_, headers=[("traceparent", traceparent)])
     assert reply.status == status, reply.body
     decision_id = (
         reply.json()["headers"]["x-authz-decision-id"]
@@ -233,3 +278,54 @@ def test_the_check_span_joins_the_clients_trace_under_envoys_span(
     [record] = harness.wait_for_audit(traced.audit_log, decision_id)
     assert (record["trace_id"], record["span_id"]) == (TRACE, check.span_id)
     assert attributes["authz.policy_version"] == record["policy_version"]
+
+
+# --- who decides what is traced ---------------------------------------------------------
+
+SAMPLED = f"00-{TRACE}-{CLIENT_SPAN}-01"
+
+
+def _allowed(e2e: Stack, proxy: Proxy) -> str:
+    """The decision id of an allowed request sent with the client's sampled traceparent."""
+    reply = e2e.request(proxy, "/v1/orders/31", headers=[("traceparent", SAMPLED)])
+    assert reply.status == 200, reply.body
+    decision_id: str = reply.json()["headers"]["x-authz-decision-id"]
+    return decision_id
+
+
+def _record(traced: Traced, decision_id: str) -> dict[str, Any]:
+    [record] = harness.wait_for_audit(traced.audit_log, decision_id)
+    return record
+
+
+def test_with_envoys_tracing_off_the_client_decides(e2e: Stack, traced: Traced) -> None:
+    """The shipped front proxy: the client's sampled flag makes the server trace, in the
+    client's trace under the client's span."""
+    proxy = traced.front("envoy-untraced", lambda c: c)
+    decision_id = _allowed(e2e, proxy)
+    check = _check_span(traced.receiver, decision_id)
+    assert (check.trace_id, check.parent_span_id) == (TRACE, CLIENT_SPAN)
+    assert _record(traced, decision_id)["trace_id"] == TRACE
+
+
+def test_disallowed_trace_headers_take_the_decision_from_the_client(
+    e2e: Stack, traced: Traced
+) -> None:
+    """The documented `disallowed_headers`: the Check has no parent, so the server's own
+    root sampler decides (always, by default): a trace of its own, not the client's."""
+    proxy = traced.front("envoy-no-client-context", without_client_trace_headers)
+    decision_id = _allowed(e2e, proxy)
+    check = _check_span(traced.receiver, decision_id)
+    assert check.parent_span_id == "" and check.trace_id != TRACE
+    assert _record(traced, decision_id)["trace_id"] == check.trace_id
+
+
+def test_envoys_sampler_decides_over_the_client(e2e: Stack, traced: Traced) -> None:
+    """The documented sampler of Envoy's tracer, at 0 %: Envoy's span is not sampled,
+    its context tells the server so, and the client's sampled flag changes nothing."""
+    sampler = documented("sampler")
+    sampler["sampler"]["typed_config"]["sampling_percentage"]["numerator"] = 0
+    proxy = traced.front("envoy-sampler", lambda c: with_tracing(c, traced.receiver.port, sampler))
+    decision_id = _allowed(e2e, proxy)
+    record = _record(traced, decision_id)
+    assert "trace_id" not in record and "span_id" not in record

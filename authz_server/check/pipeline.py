@@ -6,13 +6,16 @@ The view is built by the caller (`service.py` from protobuf, `cli.py` from flags
 rendering and auditing happen after. Nothing here touches protobufs or the network.
 `evaluate` is async because the revocation check and the stateful conditions (rate limit,
 approval) await the store. The store is the caller's choice: the server's (`--store`),
-or a fresh in-memory one for an offline decision (`offline.py`).
+or a fresh in-memory one for an offline decision (`offline.py`). With tracing on, the
+identity and rules phases are child spans of the Check's span (`_phase`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from datetime import datetime
+from typing import TypeVar
 
 from authz_server.check.snapshot import Snapshot
 from authz_server.core.clock import Clock, SystemClock
@@ -26,9 +29,11 @@ from authz_server.identity.x509 import CertificateVerifier
 from authz_server.policy.conditions.base import RequestContext
 from authz_server.policy.evaluate import Trace, evaluate_rules
 from authz_server.state.store import Store
-from authz_server.telemetry.spans import child
+from authz_server.telemetry.spans import child, tracer
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class Pipeline:
@@ -59,8 +64,7 @@ class Pipeline:
         # source that fails is a deny (docs/concepts/identity.md#sources,
         # docs/concepts/identity.md#verification; identity/resolve.py). Then the store's
         # revocations, for the caller and for a proxy that vouches for it.
-        with child("identity"):  # a traced Check's child span; nothing while tracing is off
-            identified = await self._identify(view, snapshot, now)
+        identified = await _phase("identity", self._identify(view, snapshot, now))
         if isinstance(identified, Decision):
             return identified
         identity, note = identified
@@ -79,8 +83,7 @@ class Pipeline:
             now=now,
             store=self.store,
         )
-        with child("rules"):
-            verdict = await evaluate_rules(policy, ctx, trace)
+        verdict = await _phase("rules", evaluate_rules(policy, ctx, trace))
 
         # 5. decision
         rule_id = verdict.rule.id if verdict.rule else None
@@ -108,8 +111,7 @@ class Pipeline:
         """Judge a CheckRequest without HTTP attributes (Istio's TCP filter), for policies
         that opt in with `defaults.non_http: allow`: there is no route to match, so the
         caller needs a verified, unrevoked identity and nothing more."""
-        with child("identity"):
-            identified = await self._identify(view, snapshot, self._clock.now())
+        identified = await _phase("identity", self._identify(view, snapshot, self._clock.now()))
         if isinstance(identified, Decision):
             return identified
         identity, note = identified
@@ -167,6 +169,17 @@ class Pipeline:
             identity_source=identity.source,
             identity_note=note,
         )
+
+
+def _phase(name: str, work: Awaitable[_T]) -> Awaitable[_T]:
+    """`work` as a child span `name` of a traced Check; `work` itself while tracing is off
+    (one check of a global: no context manager on the untraced Check path)."""
+    return work if tracer() is None else _in_child(name, work)
+
+
+async def _in_child(name: str, work: Awaitable[_T]) -> _T:
+    with child(name):
+        return await work
 
 
 __all__ = ["Identity", "Pipeline"]

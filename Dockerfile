@@ -9,9 +9,13 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY authz_server ./authz_server
 # The project's own wheel is built here; dependencies are installed from wheels only.
+# opentelemetry-proto goes in again last: xds-protos ships old copies of its files at the
+# same paths, and the OTLP exporter needs opentelemetry-proto's own.
 RUN pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv --without-pip /opt/venv \
- && pip --python /opt/venv/bin/python install --only-binary=:all: /wheels/*.whl
+ && pip --python /opt/venv/bin/python install --only-binary=:all: /wheels/*.whl \
+ && pip --python /opt/venv/bin/python install --force-reinstall --no-deps --only-binary=:all: \
+      "opentelemetry-proto==$(/opt/venv/bin/python -c 'from importlib.metadata import version; print(version("opentelemetry-proto"))')"
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 LABEL org.opencontainers.image.title="authz-server" \

@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# xds-protos ships old copies of opentelemetry/proto/* at the paths opentelemetry-proto
+	# owns, and whichever pip installs last wins. The OTLP exporter needs opentelemetry-proto's,
+	# so it goes in again, last (tests/integration/test_otel_xds_coexist.py proves both work).
+	$(PY) -m pip install --quiet --force-reinstall --no-deps \
+	  "opentelemetry-proto==$$($(PY) -c 'from importlib.metadata import version; print(version("opentelemetry-proto"))')"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -181,12 +182,14 @@ class Bench:
         for paced in (False, True) if latency else (False,):
             spec = _spec(sizes, paced)
             decisions, cpu = server.decisions(), server.cpu_seconds()
+            loadgen = _children_cpu()
             load = run_load(targets, spec, self.workdir / "load")
             cpu = server.cpu_seconds() - cpu
+            loadgen = _children_cpu() - loadgen
             tag = f"{label} ({'paced' if paced else 'unpaced'})"
             self._check_load(tag, load, spec, len(targets), expect_deny=set())
             self._check(f"{tag}: server decisions", load.done, server.decisions() - decisions)
-            _record(result, load, paced, {"server_cpu_us": cpu})
+            _record(result, load, paced, {"server_cpu_us": cpu, "loadgen_cpu_us": loadgen})
         return result
 
     def through_envoy(
@@ -286,6 +289,12 @@ class Bench:
             self._check(f"{tag}: rbac judged", done, judged)
             total_denied = delta.get(rbac + "deny.denied", 0) + delta.get(rbac + "allow.denied", 0)
             self._check(f"{tag}: rbac denied", denied, total_denied)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the finished children (the h2load processes `run_load` waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _spec(sizes: Sizes, paced: bool) -> LoadSpec:

@@ -32,7 +32,7 @@ _LABELS = {
     "grpc": "Check over gRPC (h2c)",
     "authzen": "AuthZEN over HTTP/1.1",
 }
-_METRICS = ("rps", "cpu_us", "server_cpu_us", "p50_ms", "p99_ms")
+_METRICS = ("rps", "cpu_us", "server_cpu_us", "loadgen_cpu_us", "p50_ms", "p99_ms")
 #: OPA-Envoy's published figures for its Check handler at 1,000 req/s (median, p99; µs).
 OPA_ENVOY_CHECK_US = (350.0, 3000.0)
 Runs = Mapping[str, Sequence[Mapping[str, float]]]
@@ -168,18 +168,22 @@ def _worker_lines(rows: Mapping[str, Any]) -> list[str]:
     """Phase W: each variant against one worker on the same path."""
     lines = [
         "Workers on the memory store (`serve --workers N`, SO_REUSEPORT), unpaced; "
-        "efficiency = req/s ratio / workers:",
+        "efficiency = req/s ratio / workers; cores = req/s times the CPU per request of the server "
+        "and of h2load (direct), which share the machine:",
         "",
-        "| path | workers | req/s | server CPU µs/decision | req/s vs 1 worker | efficiency |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| path | workers | req/s | server CPU µs/decision | req/s vs 1 worker | efficiency "
+        "| server cores | h2load cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
         path, _, count = name.partition("-")
         ratio = row["ratio"]["rps"]
+        server_cores = row["rps"] * row["server_cpu_us"] / 1e6
+        loadgen_cores = row["rps"] * row["loadgen_cpu_us"] / 1e6
         lines.append(
             f"| {'direct gRPC' if path == 'direct' else 'through Envoy'} | {count} | "
             f"{_fmt(row['rps'], 0)} | {_fmt(row['server_cpu_us'], 0)} | {_fmt(ratio)} | "
-            f"{_fmt(ratio / int(count))} |"
+            f"{_fmt(ratio / int(count))} | {_fmt(server_cores)} | {_fmt(loadgen_cores)} |"
         )
     return lines
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ from tests.unit.console.support import Console, Pki, console, make_pki
 if TYPE_CHECKING:  # Playwright names the type only in its implementation package
     from playwright._impl._api_structures import ClientCertificate
 
-__all__ = ["OpenAs", "browser", "console", "open_as", "pki"]
+__all__ = ["OpenAs", "browser", "chromium", "console", "open_as", "open_context", "pki"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -45,15 +46,16 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("browser-pki"))
 
 
-@pytest.fixture
-async def browser(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Browser]:
+@asynccontextmanager
+async def chromium(ca_file: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Browser]:
+    """Debian's chromium under Playwright, its driver trusting the server CA `ca_file`."""
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
         pytest.fail(
             f"{CHROMIUM} is missing: the console's browser tests need Debian's chromium "
             "(run `make system-deps`, or `apt-get install chromium`)",
             pytrace=False,
         )
-    monkeypatch.setenv("NODE_EXTRA_CA_CERTS", pki.ca_file)  # read when the driver starts
+    monkeypatch.setenv("NODE_EXTRA_CA_CERTS", ca_file)  # read when the driver starts
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
@@ -64,20 +66,33 @@ async def browser(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Br
             await launched.close()
 
 
+async def open_context(
+    browser: Browser, origin: str, identity: tuple[str, str] | None
+) -> BrowserContext:
+    """A fresh browser profile presenting `identity` (cert, key files) to `origin`."""
+    certificates: list[ClientCertificate] = []
+    if identity is not None:
+        cert, key = identity
+        certificates.append({"origin": origin, "certPath": cert, "keyPath": key})
+    context = await browser.new_context(
+        client_certificates=certificates,
+        viewport={"width": 1280, "height": 900},
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    return context
+
+
+@pytest.fixture
+async def browser(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Browser]:
+    async with chromium(pki.ca_file, monkeypatch) as launched:
+        yield launched
+
+
 @pytest.fixture
 async def open_as(browser: Browser, console: Console) -> OpenAs:
     """A fresh browser profile presenting `identity` (cert, key files) to the console."""
 
-    async def open_context(identity: tuple[str, str] | None) -> BrowserContext:
-        certificates: list[ClientCertificate] = []
-        if identity is not None:
-            cert, key = identity
-            certificates.append({"origin": console.url, "certPath": cert, "keyPath": key})
-        context = await browser.new_context(
-            client_certificates=certificates,
-            viewport={"width": 1280, "height": 900},
-        )
-        context.set_default_timeout(TIMEOUT_MS)
-        return context
+    async def open_console(identity: tuple[str, str] | None) -> BrowserContext:
+        return await open_context(browser, console.url, identity)
 
-    return open_context
+    return open_console

@@ -1,10 +1,8 @@
 """`serve` with the approval console, the AuthZEN API and approval notifications turned on.
 
-A real `python -m authz_server serve` process: the Check listener over mutual TLS (only the
-Envoy identity may call it), the admin API, the console on its own certificate, AuthZEN
-sharing the Check listener's certificate, and a policy whose `admin.approvals.notify`
-points at a real aiohttp receiver in the test. Certificates are minted around the real
-time: the server reads the real clock. Each test ends with SIGTERM and exit 0.
+The rig (tests/integration/serve_features_support.py) runs a real `python -m authz_server
+serve` with every listener and a real webhook receiver; each test ends with SIGTERM and
+exit 0.
 """
 
 from __future__ import annotations
@@ -14,164 +12,50 @@ import signal
 import socket
 import ssl
 import subprocess
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import grpc
 import pytest
 from cryptography import x509
 
 from authz_server.cli.main import main
 from authz_server.core.errors import ConfigError
-from authz_server.notify.signing import verify
 from authz_server.runtime.server import start_server
 from authz_server.tools.stack import free_port
+from tests.integration.serve_features_support import (
+    AGENT,
+    FRONTEND,
+    SERVER,
+    Served,
+    received,
+    serve_with_features,
+    verified,
+)
 from tests.integration.serve_support import (
     ALICE,
     RELEASE,
-    Files,
     approval_id_for,
     deny_body,
     release,
     write_files,
 )
 from tests.integration.support import (
-    SERVING,
     check,
     eventually,
-    health,
     outcome,
     request_for,
     serve_process,
 )
-from tests.unit.notify.receiver import SECRET, Received, Receiver, receiver
 
-ENVOY = "spiffe://example.org/envoy/front-proxy"
-GATEWAY = "spiffe://example.org/gateways/edge"
-FRONTEND = "spiffe://example.org/ns/shop/sa/frontend"
-AGENT = "spiffe://example.org/agents/acme/bot"
-SERVER = "spiffe://example.org/authz-server"
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
-
-POLICY = """\
-version: 1
-identity: {{trust_domains: [example.org]}}
-admin:
-  principals: ["spiffe://example.org/humans/**"]
-  approvals:
-    console_url: https://127.0.0.1:{console_port}
-    notify:
-      - url: {hook_url}
-        secret_file: {secret_file}
-        name: test-hook
-authzen:
-  trusted_peps: ["spiffe://example.org/gateways/*"]
-rules:
-  - id: releases-publish
-    methods: [POST]
-    paths: ["/v1/releases/**"]
-    principals: ["spiffe://example.org/ci/release"]
-    effect: allow
-    when:
-      approval: {{approvers: ["spiffe://example.org/humans/release-managers/*"], ttl: 15m}}
-  - id: orders-read
-    methods: [GET]
-    paths: ["/v1/orders/**"]
-    principals: ["spiffe://example.org/ns/shop/**"]
-    effect: allow
-  - id: orders-admin-deny
-    paths: ["/v1/orders/admin/**"]
-    effect: deny
-"""
-
-
-@dataclass
-class Served:
-    """One running `serve` and everything the tests need to talk to it."""
-
-    files: Files
-    process: subprocess.Popen[str]
-    ports: dict[str, int]
-    hook: Receiver
-    log: Path
-
-    def tls(self, name: str | None) -> ssl.SSLContext:
-        """A client context trusting our CA, presenting the SVID files `name` (or none)."""
-        context = ssl.create_default_context(cafile=str(self.files.ca_file))
-        if name is not None:
-            context.load_cert_chain(*(str(p) for p in self.files.pair(name)))
-        return context
-
-    def channel(self, name: str = "envoy") -> grpc.aio.Channel:
-        """A channel to the Check listener over mutual TLS, as `name`."""
-        cert, key = self.files.pair(name)
-        credentials = grpc.ssl_channel_credentials(
-            self.files.ca_file.read_bytes(), key.read_bytes(), cert.read_bytes()
-        )
-        return grpc.aio.secure_channel(f"127.0.0.1:{self.ports['check']}", credentials)
-
-    def url(self, listener: str, path: str) -> str:
-        return f"https://127.0.0.1:{self.ports[listener]}{path}"
-
-    def stop(self) -> tuple[int, str]:
-        """SIGTERM; the exit status and what the process printed."""
-        self.process.send_signal(signal.SIGTERM)
-        out, _ = self.process.communicate(timeout=30)
-        return self.process.returncode, out
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
 
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
-    async with receiver() as hook:
-        ports = {name: free_port() for name in ("check", "admin", "console", "authzen")}
-        secret = tmp_path / "hook-secret"
-        secret.write_bytes(SECRET)
-        policy = POLICY.format(console_port=ports["console"], hook_url=hook.url, secret_file=secret)
-        files = write_files(tmp_path, policy)
-        for name, spiffe_id in (("envoy", ENVOY), ("gateway", GATEWAY), ("frontend", FRONTEND)):
-            files.identity(name, spiffe_id)
-        cert, key = (str(p) for p in files.pair("admin-server"))
-        log = tmp_path / "serve.log"
-        process = serve_process(
-            files.policy,
-            ports["check"],
-            "--trust-bundle", f"example.org={files.ca_file}",
-            "--tls-cert", cert, "--tls-key", key,
-            "--allowed-caller", "spiffe://example.org/envoy/*",
-            *files.admin_args(ports["admin"]),
-            "--console-listen", f"127.0.0.1:{ports['console']}",
-            "--console-tls-cert", cert, "--console-tls-key", key,
-            "--authzen-listen", f"127.0.0.1:{ports['authzen']}",
-            "--audit-log", str(tmp_path / "audit.jsonl"),
-            stdout=subprocess.PIPE,
-            stderr=log.open("wb"),
-            text=True,
-        )  # fmt: skip
-        running = Served(files, process, ports, hook, log)
-        try:
-            await eventually(lambda: _serving(running), "health SERVING")
-            yield running
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-
-
-async def _serving(served: Served) -> bool:
-    if served.process.poll() is not None:
-        raise AssertionError(f"serve exited {served.process.returncode}:\n{served.log_tail()}")
-    try:
-        async with served.channel() as channel:
-            return bool(await health(channel) == SERVING)
-    except grpc.aio.AioRpcError:
-        return False
+    async with serve_with_features(tmp_path) as running:
+        yield running
 
 
 async def _get(served: Served, who: str | None, path: str) -> tuple[int, str]:
@@ -190,21 +74,6 @@ async def _post(served: Served, who: str, path: str, form: dict[str, str]) -> tu
             return response.status, response.headers.get("Location", "")
 
 
-def _received(hook: Receiver, event: str) -> bool:
-    return any(r.json()["type"] == event for r in hook.received)
-
-
-def _verified(hook: Receiver, event: str) -> dict[str, Any]:
-    """The one received notification of type `event`, after checking its signature."""
-    found = [r for r in hook.received if r.json()["type"] == event]
-    assert len(found) == 1, [r.json()["type"] for r in hook.received]
-    delivery: Received = found[0]
-    assert verify(SECRET, delivery.headers, delivery.body, time.time())
-    assert not verify(b"another-secret-of-16+bytes", delivery.headers, delivery.body, time.time())
-    body: dict[str, Any] = delivery.json()
-    return body
-
-
 async def test_pending_approval_is_announced_and_decided_in_the_console(served: Served) -> None:
     """A real Check hits the approval rule: the receiver gets a signed `pending` event that
     links to the console; the approver sees it there over mutual TLS and approves it with
@@ -213,7 +82,7 @@ async def test_pending_approval_is_announced_and_decided_in_the_console(served: 
         approval_id = await approval_id_for(channel, release())
 
         await served.hook.wait_for(1)
-        pending = _verified(served.hook, "pending")
+        (pending,) = verified(served.hook, "pending")
         assert pending["approval_id"] == approval_id
         assert pending["requester"] == RELEASE
         assert pending["rule"]["id"] == "releases-publish"
@@ -234,8 +103,8 @@ async def test_pending_approval_is_announced_and_decided_in_the_console(served: 
 
         assert outcome(await check(channel, release())) == "allow"
         assert outcome(await check(channel, release())) == "approval_required"  # single use
-        await eventually(lambda: _received(served.hook, "approved"), "the approved event")
-        approved = _verified(served.hook, "approved")
+        await eventually(lambda: received(served.hook, "approved"), "the approved event")
+        (approved,) = verified(served.hook, "approved")
         assert (approved["approval_id"], approved["decided_by"]) == (approval_id, ALICE)
     assert served.stop()[0] == 0
 

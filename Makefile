@@ -52,9 +52,12 @@ test-unit: $(STAMP) ## unit tests only (fast)
 
 # No test may depend on today's date. The unit suite runs again with this process's clock
 # 400 days ahead (libfaketime): a test that pins a clock but mints certificates around the
-# real time fails here long before the calendar catches up with it.
+# real time fails here long before the calendar catches up with it. Left out: the tracing
+# benchmark's test, whose exporter thread waits on a timed lock that libfaketime cannot
+# shift (it hangs under the tool, whatever the date); it mints no certificates.
 test-shifted-clock: $(STAMP) system-deps ## unit tests with the clock shifted 400 days ahead
-	AUTHZ_TEST_SHIFTED_CLOCK=1 faketime -f '+400d' $(PY) -m pytest tests/unit -q
+	AUTHZ_TEST_SHIFTED_CLOCK=1 faketime -f '+400d' $(PY) -m pytest tests/unit -q \
+	  --ignore=tests/unit/telemetry/test_bench_tracing.py
 
 test-e2e: $(STAMP) ## end-to-end tests through real Envoy only
 	$(PY) -m pytest tests/e2e

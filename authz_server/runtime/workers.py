@@ -112,6 +112,10 @@ def run_workers(settings: Settings) -> int:
     check_listen("--listen", settings.listen, reuse_port=True)
     if settings.admin_enabled and settings.admin_listen is not None:
         check_listen("--admin-listen", settings.admin_listen, reuse_port=True)
+    if settings.authzen_listen is not None:  # shared by every worker
+        check_listen("--authzen-listen", settings.authzen_listen, reuse_port=True)
+    if settings.console_listen is not None:  # worker 0's alone
+        check_listen("--console-listen", settings.console_listen)
     if settings.store != "memory":
         return _supervise(settings)
     private: str | None = None

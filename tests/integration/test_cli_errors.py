@@ -66,6 +66,13 @@ def policy(tmp_path: Path) -> Path:
     return path
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now (the supervisor only checks it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture
 def taken_port() -> Iterator[int]:
     """A loopback port another socket is listening on for the whole test."""
@@ -92,12 +99,28 @@ def taken_port() -> Iterator[int]:
             ["--listen", "{address}", "--workers", "2", "--store", "redis://127.0.0.1:1/0"],
             id="workers-supervisor",
         ),
+        pytest.param(
+            "--authzen-listen",
+            [
+                "--listen",
+                "{free}",
+                "--workers",
+                "2",
+                "--store",
+                "redis://127.0.0.1:1/0",
+                "--authzen-listen",
+                "{address}",
+                "--authzen-insecure-local",
+            ],
+            id="workers-supervisor-authzen",
+        ),
     ],
 )
 def test_listen_on_a_port_in_use(policy: Path, taken_port: int, flag: str, args: list[str]) -> None:
     """serve exits 1 naming the flag, the address and the system's reason."""
     address = f"127.0.0.1:{taken_port}"
-    argv = [a.replace("{address}", address) for a in args]
+    free = f"127.0.0.1:{free_port()}"
+    argv = [a.replace("{address}", address).replace("{free}", free) for a in args]
     result = run("serve", "--policy", str(policy), "--metrics-listen", "off", *argv)
     assert result.returncode == 1
     line = one_line(result)

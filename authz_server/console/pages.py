@@ -6,11 +6,13 @@ script: the Content-Security-Policy forbids them), and every form carries the CS
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from authz_server.console.markup import Markup, join, render
+from authz_server.state.events import BodyPreview
 from authz_server.state.store import ApprovalRecord, ApprovalStatus, Revocation
 
 __all__ = [
@@ -65,13 +67,21 @@ _CARD = """<article class="approval state-{state}" id="approval-{approval_id}">
 <dt>Rule</dt><dd><code class="rule">{rule_id}</code>
  <span class="description">{description}</span></dd>
 <dt>Body digest</dt><dd><code class="digest">{body_digest}</code></dd>
-<dt>Created</dt><dd>{created}</dd>
+{preview}<dt>Created</dt><dd>{created}</dd>
 <dt>Expires</dt><dd>{expires}</dd>
 <dt>State</dt><dd class="state">{state_text}</dd>
 <dt>Approvers</dt><dd>{approvers}</dd>
 </dl>
 {decide}
 </article>"""
+
+_PREVIEW = """<dt>Body preview</dt><dd class="preview"><pre><code>{fields}</code></pre>{note}</dd>
+"""
+
+_TRUNCATED = (
+    '<span class="note truncated">truncated: a field was shortened or left out '
+    "to fit the size cap</span>"
+)
 
 _DECIDE = """<form class="decide" method="post" action="/approvals/{approval_id}/decide">
 <input type="hidden" name="csrf" value="{csrf}">
@@ -174,6 +184,18 @@ def _state_text(record: ApprovalRecord, now: datetime) -> Markup:
     return render(text, status=record.status.value, by=record.decided_by or "?", when=when)
 
 
+def _preview(record: ApprovalRecord) -> Markup:
+    """The "Body preview" row: the allow-listed, secret-free fields the notification showed
+    (`policy.conditions.preview`); nothing when the rule lists no `preview_fields`."""
+    if record.preview is None:
+        return Markup("")
+    preview = BodyPreview.from_json(record.preview)
+    if preview is None:
+        return render(_PREVIEW, fields="(unreadable)", note="")
+    fields = json.dumps(dict(preview.fields), ensure_ascii=False, indent=1)
+    return render(_PREVIEW, fields=fields, note=Markup(_TRUNCATED if preview.truncated else ""))
+
+
 def approval_card(
     record: ApprovalRecord,
     rule: RuleInfo,
@@ -202,6 +224,7 @@ def approval_card(
         rule_id=record.rule_id,
         description=rule.description,
         body_digest=record.body_digest or "(no body)",
+        preview=_preview(record),
         created=_time(record.created_us, now),
         expires=_time(record.expires_us, now),
         state_text=_state_text(record, now),

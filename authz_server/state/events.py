@@ -13,8 +13,10 @@ path and the admin API already share; it is `NULL_EVENTS` until a notifier attac
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Protocol
 
 from authz_server.state.store import ApprovalRecord
@@ -38,6 +40,26 @@ class BodyPreview:
     #: Some listed field was shortened or left out to respect the size cap.
     truncated: bool = False
 
+    def to_json(self) -> str:
+        """Compact JSON, as kept with the pending record (`ApprovalRecord.preview`) so that
+        the console can show what the notification showed."""
+        document = {"fields": dict(self.fields), "truncated": self.truncated}
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> BodyPreview | None:
+        """The preview `to_json` wrote; None for text that is not one (never raises)."""
+        try:
+            document = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(document, dict):
+            return None
+        fields, truncated = document.get("fields"), document.get("truncated")
+        if not isinstance(fields, dict) or not isinstance(truncated, bool):
+            return None
+        return cls(MappingProxyType(fields), truncated)
+
 
 @dataclass(frozen=True, slots=True)
 class ApprovalEvent:
@@ -45,7 +67,8 @@ class ApprovalEvent:
 
     type: EventType
     record: ApprovalRecord
-    #: Only on `pending`: the body is not stored, so later events cannot show it.
+    #: Only on `pending`: the body is not stored (the record keeps this preview for the
+    #: console, as `record.preview`).
     preview: BodyPreview | None = None
 
     @property

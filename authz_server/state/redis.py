@@ -2,7 +2,8 @@
 
 Keys (all under `authz:`):
 
-    authz:approval:<id>          hash: status, data (JSON), expires_us, ttl_us, decided_*
+    authz:approval:<id>          hash: status, data (JSON, with the body preview), expires_us,
+                                 ttl_us, decided_*
     authz:approvals              sorted set: approval id → expires_us (expiry cleanup)
     authz:approvals:created      sorted set: approval id → created_us (newest-first listing)
     authz:pending:<sha256 of principal>
@@ -326,6 +327,7 @@ def _encode_data(record: ApprovalRecord) -> str:
             "rule_id": record.rule_id,
             "approvers": list(record.approvers),
             "created_us": record.created_us,
+            "preview": record.preview,
         },
         separators=(",", ":"),
     )
@@ -357,4 +359,14 @@ def _record(approval_id: str, fields: dict[str, str]) -> ApprovalRecord:
         expires_us=int(fields["expires_us"]),
         decided_by=fields.get("decided_by"),
         decided_us=int(decided_us) if decided_us is not None else None,
+        preview=_preview(data.get("preview")),
     )
+
+
+def _preview(value: object) -> str | None:
+    """The stored preview text; absent in records written before previews were stored."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("approval record: preview is not a string")
+    return value

@@ -22,8 +22,9 @@ __all__ = ["APPROVE", "CONSUME", "GC_SLACK_MS", "RATE_HIT"]
 GC_SLACK_MS = 60_000
 
 # KEYS: record, expiry index, creation index, the principal's pending index.
-# ARGV: now_us, approval id, data JSON, expires_us, ttl_us, gc_ms, max pending per principal,
-#       record key prefix (records of the principal's pending index: `prefix .. id`).
+# ARGV: now_us, approval id, data JSON (the action and its body preview), expires_us, ttl_us,
+#       gc_ms, max pending per principal, record key prefix (records of the principal's
+#       pending index: `prefix .. id`).
 # Returns {'granted', approver} | {'denied', ''} | {'required', ''} | {'limited', retry_us}
 #         | {'required', 'created'} (this call created the pending record).
 CONSUME = """

@@ -135,6 +135,9 @@ class PendingAction:
     approvers: tuple[str, ...]
     #: How long a pending record waits, and how long an approval or rejection holds.
     ttl_s: float
+    #: The body preview shown to approvers (`BodyPreview.to_json`, already size-capped);
+    #: display data only, never part of the approval id.
+    preview: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.ttl_s > 0 and math.isfinite(self.ttl_s)):
@@ -161,6 +164,8 @@ class ApprovalRecord:
     expires_us: int
     decided_by: str | None = None
     decided_us: int | None = None
+    #: The body preview of the pending action (`PendingAction.preview`), if the rule has one.
+    preview: str | None = None
 
     @classmethod
     def pending(cls, action: PendingAction, now_us: int) -> ApprovalRecord:
@@ -179,6 +184,7 @@ class ApprovalRecord:
             now_us,
             ApprovalStatus.PENDING,
             now_us + ttl,
+            preview=action.preview,
         )
 
 

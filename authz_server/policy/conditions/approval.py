@@ -50,7 +50,7 @@ from authz_server.policy.conditions.jsonbody import PARTIAL_BODY_HEADER
 from authz_server.policy.conditions.preview import body_preview, secret_key_problem
 from authz_server.state.events import ApprovalEvent, EventType
 from authz_server.state.fingerprint import action_fingerprint, body_digest
-from authz_server.state.store import ApprovalRecord, ApprovalState, PendingAction, Store
+from authz_server.state.store import ApprovalState, PendingAction, Store
 
 __all__ = ["ApprovalCondition", "compile_approval"]
 
@@ -87,6 +87,11 @@ class ApprovalCondition:
         if approval_id is None:
             # The loader refuses approvals on `unauthenticated` rules; never approve nobody.
             return ConditionResult.unknown(Reason.CONDITION_FAILED, "approval needs an identity")
+        # Computed before `consume` so that the record it may create keeps the preview for
+        # the console; it is display data, not part of the approval id.
+        preview = (
+            body_preview(ctx.json_body(), self.preview_fields) if self.preview_fields else None
+        )
         action = PendingAction(
             approval_id=approval_id,
             principal=str(ctx.spiffe_id),
@@ -98,6 +103,7 @@ class ApprovalCondition:
             rule_id=self.rule_id,
             approvers=tuple(p.text for p in self.approvers),
             ttl_s=float(self.ttl_s),
+            preview=preview.to_json() if preview is not None else None,
         )
         try:
             consumed = await store.consume(action)
@@ -115,7 +121,7 @@ class ApprovalCondition:
                 Outcome.FAILS, Reason.APPROVAL_DENIED, "rejected", approval_id=approval_id
             )
         if consumed.created is not None:
-            self._announce(ctx, store, consumed.created)
+            store.events.emit(ApprovalEvent(EventType.PENDING, consumed.created, preview))
         if consumed.state is ApprovalState.LIMITED:
             # No record was created: handing out its id would promise an approval nobody
             # can see. The principal may retry once one of its pending requests is gone.
@@ -128,13 +134,6 @@ class ApprovalCondition:
         return ConditionResult(
             Outcome.FAILS, Reason.APPROVAL_REQUIRED, "awaiting approval", approval_id=approval_id
         )
-
-    def _announce(self, ctx: RequestContext, store: Store, record: ApprovalRecord) -> None:
-        """Tell the store's event sink about the pending record this Check created."""
-        preview = (
-            body_preview(ctx.json_body(), self.preview_fields) if self.preview_fields else None
-        )
-        store.events.emit(ApprovalEvent(EventType.PENDING, record, preview))
 
     def preview(self, ctx: RequestContext, params: Mapping[str, str]) -> str:
         approval_id = self.approval_id(ctx)

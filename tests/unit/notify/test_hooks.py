@@ -19,13 +19,14 @@ from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.patterns import compile_principal_pattern
 from authz_server.identity.spiffe_id import parse_spiffe_id
 from authz_server.notify.notifier import Notifier
+from authz_server.policy.load import load_policy_text
 from authz_server.policy.model import Policy
-from authz_server.state.events import ApprovalEvent, EventType
+from authz_server.state.events import ApprovalEvent, BodyPreview, EventType
 from authz_server.state.memory import MemoryStore
 from authz_server.telemetry.metrics import Metrics
 from tests.unit.notify.notify_support import count, notifier, until
 from tests.unit.notify.receiver import dead_url, receiver
-from tests.unit.notify.support import AGENT, BODY, HUMAN, endpoint, policy
+from tests.unit.notify.support import AGENT, BODY, HUMAN, POLICY, endpoint, policy
 from tests.unit.state.conftest import ManualClock
 
 HEADERS = {"content-type": "application/json", "authorization": "Bearer SECRET-TOKEN"}
@@ -63,6 +64,45 @@ async def test_the_check_that_creates_a_record_announces_it(clock: ManualClock) 
     assert again.reason is Reason.APPROVAL_REQUIRED and len(sink.events) == 1  # no new record
     await _check(store, clock, loaded, body=b'{"amount": 9}')  # another action, another record
     assert [e.record.approval_id for e in sink.events][1] != first.approval_id
+
+
+async def test_the_created_record_keeps_the_preview_the_event_carries(
+    clock: ManualClock,
+) -> None:
+    """The console shows what the notification showed: the record the Check creates holds
+    the same redacted preview (the iban and the Bearer token never reach it)."""
+    store, sink = MemoryStore(clock), Recorded()
+    store.events = sink
+    decision = await _check(store, clock, policy())
+    assert decision.approval_id is not None
+    (event,) = sink.events
+    record = await store.get_approval(decision.approval_id)
+    assert record is not None and record.preview is not None
+    assert event.preview is not None and record.preview == event.preview.to_json()
+    stored = BodyPreview.from_json(record.preview)
+    assert stored is not None
+    assert (dict(stored.fields), stored.truncated) == (
+        {"amount": 250, "destination.country": "DE"},
+        False,
+    )
+    assert "iban" not in record.preview and "SECRET" not in record.preview
+
+
+async def test_no_preview_fields_no_stored_preview(clock: ManualClock) -> None:
+    """Without `preview_fields` the record has no preview, and the approval id is the same:
+    the preview is display data, not part of the action."""
+    store = MemoryStore(clock)
+    plain = load_policy_text(
+        POLICY.format(endpoints="      []").replace(
+            "        preview_fields: [amount, destination.country]\n", ""
+        )
+    )
+    decision = await _check(store, clock, plain)
+    with_preview = await _check(MemoryStore(clock), clock, policy())
+    assert decision.approval_id is not None
+    assert decision.approval_id == with_preview.approval_id
+    record = await store.get_approval(decision.approval_id)
+    assert record is not None and record.preview is None
 
 
 async def test_a_check_does_not_wait_for_the_receiver(

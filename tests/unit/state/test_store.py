@@ -7,6 +7,7 @@ hand-driven clock, so both backends are held to exactly the same contract.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
@@ -141,6 +142,29 @@ async def test_pending_record_describes_the_action(store: Store, clock: ManualCl
     assert record.created_us == clock.at_us
     assert record.expires_us == clock.at_us + 900_000_000
     assert (record.status, record.decided_by) == (ApprovalStatus.PENDING, None)
+
+
+PREVIEW = '{"fields":{"amount":10,"memo":"<b>café</b>"},"truncated":true}'
+
+
+@pytest.mark.parametrize(
+    "preview", [pytest.param(PREVIEW, id="with-preview"), pytest.param(None, id="no-preview")]
+)
+async def test_pending_record_keeps_the_body_preview(store: Store, preview: str | None) -> None:
+    """The preview is stored with the record, listed and kept through a decision, and is no
+    part of the action's identity: the same action with another preview is the same record."""
+    pending = dataclasses.replace(action(), preview=preview)
+    consumed = await store.consume(pending)
+    assert consumed.created is not None and consumed.created.preview == preview
+    got = await store.get_approval(pending.approval_id)
+    assert got is not None and got.preview == preview
+    (listed,) = await store.list_approvals()
+    assert (listed.approval_id, listed.preview) == (pending.approval_id, preview)
+    other = dataclasses.replace(pending, preview='{"fields":{},"truncated":false}')
+    assert other.approval_id == pending.approval_id
+    assert (await store.consume(other)).created is None  # the record stays as created
+    decided = await store.approve(pending.approval_id, HUMAN)
+    assert decided.record is not None and decided.record.preview == preview
 
 
 async def test_decision_records_approver_and_restarts_ttl(store: Store, clock: ManualClock) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import enum
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from authz_server.core.values import frozen
 
 
 class Reason(enum.StrEnum):
@@ -83,7 +85,7 @@ def new_decision_id() -> str:
     return os.urandom(16).hex()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Decision:
     """The outcome of one Check, before it is rendered for Envoy.
 

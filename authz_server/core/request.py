@@ -8,12 +8,13 @@ the same value from command-line flags.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
 from typing import Any
 
 from authz_server.core.decision import Reason
 from authz_server.core.errors import RequestError, quote
+from authz_server.core.values import frozen
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 #: `RequestView.vouched_by` of a caller of a plaintext, loopback-only AuthZEN listener
@@ -22,7 +23,7 @@ LOCAL_PEP = "local-pep (--authzen-insecure-local)"
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RequestView:
     """What one Check is about. Names are lower-case, method upper-case."""
 

@@ -20,12 +20,12 @@ vouched for by the authenticated caller, and `vouched.py` checks both.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from authz_server.core.decision import Reason
 from authz_server.core.errors import IdentityError
 from authz_server.core.request import RequestView
+from authz_server.core.values import frozen
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.model import Identity, IdentityConfig, check_not_denied
 from authz_server.identity.patterns import PrincipalMatcher
@@ -37,7 +37,7 @@ from authz_server.identity.x509 import CertificateVerifier
 __all__ = ["IdentityFailure", "IdentityResolver", "Resolution"]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Resolution:
     """The verified identity (None: no source was present) and any note for the audit."""
 

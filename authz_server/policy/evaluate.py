@@ -42,6 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from authz_server.core.decision import Reason
+from authz_server.core.values import frozen
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.policy.conditions.base import (
     HOLDS,
@@ -57,7 +58,7 @@ from authz_server.policy.model import Effect, Mode, Policy, Rule
 __all__ = ["Trace", "Verdict", "evaluate_rules", "principal_captures"]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Verdict:
     """What the rules say, before identity and rendering are folded in."""
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from authz_server.core.decision import Reason
+from authz_server.core.values import frozen
 from authz_server.identity.spiffe_id import SpiffeId
 from authz_server.policy.conditions.jsonbody import BodyDocument, read_json_body
 from authz_server.policy.conditions.query import parse_query
@@ -54,7 +54,7 @@ class Outcome(enum.Enum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ConditionResult:
     """One condition's outcome; `reason` says why it did not hold."""
 

@@ -16,7 +16,7 @@ py-spiffe refuse one without. So every place that reads a caller's ID (a leaf's 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from authz_server.core.decision import Reason
@@ -32,17 +32,26 @@ _SEGMENT = re.compile(r"[a-zA-Z0-9._-]+")
 
 @dataclass(frozen=True, slots=True)
 class SpiffeId:
-    """A verified-syntax SPIFFE ID: trust domain plus path segments."""
+    """A verified-syntax SPIFFE ID: trust domain plus path segments.
+
+    Its text is built once: every Check reads it for the decision and the revocation
+    lookup, from the same few cached instances (`parse_spiffe_id`).
+    """
 
     trust_domain: str
     segments: tuple[str, ...]
+    _text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        text = f"{SCHEME}{self.trust_domain}{''.join('/' + s for s in self.segments)}"
+        object.__setattr__(self, "_text", text)
 
     @property
     def path(self) -> str:
-        return "".join("/" + s for s in self.segments)
+        return self._text[len(SCHEME) + len(self.trust_domain) :]
 
     def __str__(self) -> str:
-        return f"{SCHEME}{self.trust_domain}{self.path}"
+        return self._text
 
 
 def spiffe_id_problem(text: str) -> str | None:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from authz_server.core.decision import Decision
 from authz_server.core.request import RequestView
 from authz_server.state.fingerprint import body_digest
@@ -108,7 +110,31 @@ def _canonical_encoder() -> Callable[[dict[str, Any]], str]:
     return lambda record: "".join(encode(record, 0))
 
 
-canonical_json = _canonical_encoder()
+_json_canonical = _canonical_encoder()
+
+#: Value types orjson writes exactly as `json.dumps` does when the result is ASCII. Floats
+#: are not among them (orjson writes 1e16 where json writes 1e+16, null for NaN).
+_ORJSON_SAFE = frozenset({str, int, bool, type(None)})
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+def canonical_json(record: dict[str, Any]) -> str:
+    """The canonical text of a record: sorted keys, compact separators, ASCII only.
+
+    Exactly `json.dumps(record, sort_keys=True, separators=(",", ":"))`, which defines it.
+    A decision record is flat and ASCII almost always; orjson writes that in a fifth of the
+    time, and anything else (non-ASCII text, DEL, lone surrogates, floats, nested values,
+    integers past 64 bits) takes the `json` path.
+    """
+    if set(map(type, record.values())) <= _ORJSON_SAFE:
+        try:
+            text = orjson.dumps(record, option=_SORTED)
+        except orjson.JSONEncodeError:  # a lone surrogate, an integer past 64 bits
+            pass
+        else:
+            if text.isascii() and b"\x7f" not in text:  # json escapes DEL, orjson does not
+                return text.decode("ascii")
+    return _json_canonical(record)
 
 
 def chain_hash(record: dict[str, Any]) -> str:

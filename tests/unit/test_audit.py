@@ -14,8 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from authz_server.audit.log import GENESIS, AuditLog, MemoryAudit, chain_hash, format_time
+from authz_server.audit.log import (
+    GENESIS,
+    AuditLog,
+    MemoryAudit,
+    canonical_json,
+    chain_hash,
+    format_time,
+)
 from authz_server.audit.verify import verify_chain
 
 
@@ -129,6 +138,32 @@ def test_line_is_the_canonical_json_with_its_hash(tmp_path: Path, value: object)
     assert chain_hash(record) == claimed
     assert record["path"] == value
     _ok(path)
+
+
+_JSON_SCALARS = (
+    st.text()  # any code point, lone surrogates and DEL included
+    | st.text(alphabet=st.characters(max_codepoint=127))
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.booleans()
+    | st.none()
+    | st.floats(allow_nan=True, allow_infinity=True)
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(max_size=8),
+        _JSON_SCALARS
+        | st.lists(_JSON_SCALARS, max_size=3)
+        | st.dictionaries(st.text(max_size=4), _JSON_SCALARS, max_size=3),
+        max_size=12,
+    )
+)
+def test_canonical_json_is_exactly_json_dumps(record: dict[str, object]) -> None:
+    """The fast encoder and the defining one agree on every record, not only on typical ones."""
+    expected = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert canonical_json(record) == expected
 
 
 @pytest.mark.parametrize(

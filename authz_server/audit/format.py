@@ -26,6 +26,7 @@ __all__ = [
     "GENESIS",
     "MARKER",
     "audit_record",
+    "canonical_bytes",
     "canonical_json",
     "chain_hash",
     "format_time",
@@ -118,28 +119,33 @@ _ORJSON_SAFE = frozenset({str, int, bool, type(None)})
 _SORTED = orjson.OPT_SORT_KEYS
 
 
-def canonical_json(record: dict[str, Any]) -> str:
-    """The canonical text of a record: sorted keys, compact separators, ASCII only.
+def canonical_bytes(record: dict[str, Any]) -> bytes:
+    """The canonical text of a record, ASCII-encoded: sorted keys, compact separators.
 
     Exactly `json.dumps(record, sort_keys=True, separators=(",", ":"))`, which defines it.
     A decision record is flat and ASCII almost always; orjson writes that in a fifth of the
     time, and anything else (non-ASCII text, DEL, lone surrogates, floats, nested values,
     integers past 64 bits) takes the `json` path.
     """
-    if set(map(type, record.values())) <= _ORJSON_SAFE:
+    if _ORJSON_SAFE.issuperset(map(type, record.values())):
         try:
             text = orjson.dumps(record, option=_SORTED)
         except orjson.JSONEncodeError:  # a lone surrogate, an integer past 64 bits
             pass
         else:
             if text.isascii() and b"\x7f" not in text:  # json escapes DEL, orjson does not
-                return text.decode("ascii")
-    return _json_canonical(record)
+                return text
+    return _json_canonical(record).encode("ascii")
+
+
+def canonical_json(record: dict[str, Any]) -> str:
+    """`canonical_bytes` as text."""
+    return canonical_bytes(record).decode("ascii")
 
 
 def chain_hash(record: dict[str, Any]) -> str:
     """sha256 of the record's canonical JSON; the caller leaves `hash` out."""
-    return hashlib.sha256(canonical_json(record).encode("ascii")).hexdigest()
+    return hashlib.sha256(canonical_bytes(record)).hexdigest()
 
 
 class _TimeFormat:

@@ -56,6 +56,7 @@ from authz_server.audit.format import (
     GENESIS,
     MARKER,
     audit_record,
+    canonical_bytes,
     canonical_json,
     chain_hash,
     format_time,
@@ -214,9 +215,9 @@ class AuditLog:
         """
         record.pop("hash", None)
         record["prev"] = self._head
-        canonical = canonical_json(record)
-        record["hash"] = self._head = hashlib.sha256(canonical.encode("ascii")).hexdigest()
-        return f'{canonical[:-1]},"hash":"{self._head}"}}\n'.encode("ascii")
+        canonical = canonical_bytes(record)
+        record["hash"] = self._head = hashlib.sha256(canonical).hexdigest()
+        return b"%s,\"hash\":\"%s\"}\n" % (canonical[:-1], self._head.encode("ascii"))
 
     def _append_locked(self, record: dict[str, Any]) -> None:
         self._pending.append(_Line(record, self._chain_locked(record)))

@@ -53,6 +53,12 @@ class SpiffeId:
     def __str__(self) -> str:
         return self._text
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SpiffeId) and self._text == other._text
+
+    def __hash__(self) -> int:
+        return hash(self._text)  # a str caches its hash: lookups keyed by an ID stay cheap
+
 
 def spiffe_id_problem(text: str) -> str | None:
     """Why `text` is not a canonical SPIFFE ID, or None when it is one."""

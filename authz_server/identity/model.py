@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from authz_server.core.decision import Reason
 from authz_server.core.errors import IdentityError, quote
+from authz_server.core.values import frozen
 from authz_server.identity.patterns import PrincipalMatcher
 from authz_server.identity.spiffe_id import SpiffeId
 
@@ -39,7 +40,7 @@ class IdentityConfig:
         return replace(self, sources=("peer",), require_certificate=False, settings=_NO_SETTINGS)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Identity:
     """A caller whose SPIFFE ID passed every check of the identity phase."""
 

@@ -158,9 +158,12 @@ async def evaluate_rules(
     settled."""
     denies: list[_Candidate] = []
     allows: list[_Candidate] = []
+    # Without dry run anywhere the would-be decision is the enforced one (`_would_be`).
+    observing = policy.default_mode is Mode.DRY_RUN
     for match in policy.index.candidates(ctx.method, ctx.host, ctx.path):
         rule = match.rule
         dry_run = (rule.mode or policy.default_mode) is Mode.DRY_RUN
+        observing = observing or dry_run
         mode = "dry_run" if dry_run else "enforce"
         params = principal_captures(rule, ctx.spiffe_id, match.params)
         if params is None:
@@ -177,7 +180,7 @@ async def evaluate_rules(
     # Deny rules carry no stateful conditions (a load error: `conditions/when.py`).
     for candidate in denies:
         _judge(candidate, ctx)
-    enforced = _deny_verdict([c for c in denies if not c.dry_run])
+    enforced = _deny_verdict([c for c in denies if not c.dry_run]) if denies else None
     if enforced is not None:
         for candidate in allows:
             _skipped(candidate, "an enforced deny rule applies")
@@ -188,7 +191,9 @@ async def evaluate_rules(
                 # A dry-run rule never touches state: its rate limit or approval is
                 # listed as not evaluated and counts as holding (for the would-be).
                 await _stateful(candidate, ctx, dry_run=True)
-        enforced = await _allow_verdict([c for c in allows if not c.dry_run], ctx)
+        enforced = (
+            await _allow_verdict([c for c in allows if not c.dry_run], ctx) if allows else None
+        )
         if enforced is None:
             enforced = _default(policy, ctx, enforced=True)
 
@@ -196,6 +201,8 @@ async def evaluate_rules(
         # A dry-run rule never turns a deny into an allow: the would-be is for the trace.
         if trace is not None:
             trace.outcomes(enforced, _would_be(policy, ctx, denies, allows, enforced))
+        return enforced
+    if not observing and trace is None:
         return enforced
     would_be = _would_be(policy, ctx, denies, allows, enforced)
     if trace is not None:

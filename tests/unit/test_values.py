@@ -19,6 +19,11 @@ _ASSIGNMENTS = [
     ("authz_server.identity.resolve", "Resolution(None)", "note"),
     ("authz_server.policy.evaluate", "Verdict(True, Reason.ALLOWED_BY_RULE, None)", "detail"),
     ("authz_server.policy.conditions.base", "ConditionResult(Outcome.HOLDS)", "detail"),
+    (
+        "authz_server.identity.model",
+        'Identity(parse_spiffe_id("spiffe://e.org/a"), "peer", False)',
+        "source",
+    ),
 ]
 
 
@@ -29,6 +34,7 @@ def test_mypy_rejects_assigning_to_a_field(tmp_path: Path) -> None:
         name = make.split("(")[0]
         lines.append(f"from {module} import {name}")
     lines.append("from authz_server.policy.conditions.base import Outcome")
+    lines.append("from authz_server.identity.spiffe_id import parse_spiffe_id")
     for i, (_, make, field) in enumerate(_ASSIGNMENTS):
         lines.append(f"v{i} = {make}")
         lines.append(f'v{i}.{field} = "changed"')
@@ -38,6 +44,7 @@ def test_mypy_rejects_assigning_to_a_field(tmp_path: Path) -> None:
         ["--strict", "--no-incremental", "--follow-imports=silent", str(snippet)]
     )
     assert status == 1, out
+    assert "Found %d errors" % len(_ASSIGNMENTS) in out, out
     flagged = [line for line in out.splitlines() if "is read-only" in line]
     assert len(flagged) == len(_ASSIGNMENTS), out
 

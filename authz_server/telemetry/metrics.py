@@ -3,8 +3,8 @@ servers in one process (the tests) never share counters.
 
 The Check path calls `Metrics.observe` once per decision. As measured
 (docs/performance.md#stack-costs), every 10 µs of Python per request costs 10-15 % throughput, so
-`observe` looks up pre-bound label children cached per (decision, reason, rule, dry_run) and does
-two increments and one histogram observation; label resolution happens once per distinct tuple.
+decisions and latency are plain integers turned into families at scrape time
+(`check_counts.py`), and an identity failure's counter is bound once per reason.
 
     authz_decisions_total{decision,reason,rule,dry_run}   what the policy decided
     authz_check_duration_seconds                          Check latency (histogram)
@@ -38,13 +38,13 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     disable_created_metrics,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from authz_server.core.decision import Decision, Reason
+from authz_server.telemetry.check_counts import CheckCounts
 
 __all__ = ["NULL_OBSERVER", "DecisionObserver", "Metrics"]
 
@@ -68,13 +68,6 @@ LATENCY_BUCKETS = (
     0.00005, 0.000075, 0.0001, 0.00015, 0.0002, 0.00025, 0.0003, 0.0005, 0.00075,
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip
-
-#: Distinct label tuples kept pre-bound; past this the cache starts over (the children
-#: themselves stay registered, so no count is lost).
-_MAX_BOUND = 20_000
-
-_Key = tuple[bool, Reason, str | None, bool]
-_Bound = tuple[Counter, Counter | None]
 
 
 class DecisionObserver(Protocol):
@@ -146,18 +139,10 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.decisions = Counter(
-            "authz_decisions",
-            "Check decisions by outcome (dry_run: recorded decision, enforced as allow)",
-            ["decision", "reason", "rule", "dry_run"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "authz_check_duration_seconds",
-            "Time to decide one Check, from bytes in to response built",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        #: authz_decisions_total and authz_check_duration_seconds, off prometheus_client's
+        #: locks (`check_counts.py`).
+        self.checks = CheckCounts(LATENCY_BUCKETS)
+        r.register(self.checks)
         self.identity_failures = Counter(
             "authz_identity_failures", "Identity verification failures", ["reason"], registry=r
         )
@@ -230,43 +215,30 @@ class Metrics:
         #: () → (healthy, records waiting) of the audit log.
         self.audit_health: Callable[[], tuple[bool, int]] | None = None
         r.register(_SampledCollector(self))
-        self._bound: dict[
-            tuple[bool, Reason, str | None, bool], tuple[Counter, Counter | None]
-        ] = {}
-        self._observe_latency = self.latency.observe
+        self._observe_check = self.checks.observe
+        #: reason → its identity-failure counter, or None: not an identity failure.
+        self._identity_bound: dict[Reason, Counter | None] = {}
         self._policy_version: str | None = None
 
     # --- the Check path -------------------------------------------------------------
 
     def observe(self, decision: Decision, latency_s: float) -> None:
         """Count one decision and its latency; never raises on any Decision."""
-        key = (decision.allowed, decision.reason, decision.rule, decision.dry_run)
-        bound = self._bound.get(key)
-        if bound is None:
-            bound = self._bind(key)
-        bound[0].inc()
-        if bound[1] is not None:
-            bound[1].inc()
+        self._observe_check(decision, latency_s)
+        if not decision.allowed:
+            reason = decision.reason
+            try:
+                failures = self._identity_bound[reason]
+            except KeyError:
+                failures = self._identity_bound[reason] = (
+                    self.identity_failures.labels(reason.value)
+                    if reason in IDENTITY_FAILURES
+                    else None
+                )
+            if failures is not None:
+                failures.inc()
         if decision.identity_note is not None:  # e.g. xfcc_spoofing (identity/xfcc.py)
             self.identity_failure(decision.identity_note)
-        self._observe_latency(latency_s)
-
-    def _bind(self, key: _Key) -> _Bound:
-        allowed, reason, rule, dry_run = key
-        if len(self._bound) >= _MAX_BOUND:
-            self._bound.clear()
-        decisions = self.decisions.labels(
-            "allow" if allowed else "deny",
-            reason.value,
-            rule or "",
-            "true" if dry_run else "false",
-        )
-        identity = (
-            self.identity_failures.labels(reason.value) if reason in IDENTITY_FAILURES else None
-        )
-        bound = (decisions, identity)
-        self._bound[key] = bound
-        return bound
 
     # --- everything else, called rarely -------------------------------------------------
 

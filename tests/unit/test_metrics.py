@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
 
 from authz_server.core.decision import Decision, Reason
-from authz_server.telemetry.metrics import Metrics
+from authz_server.telemetry.metrics import LATENCY_BUCKETS, Metrics
 
 
 def _value(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -84,3 +87,40 @@ def test_two_instances_do_not_share_counters() -> None:
     first.observe(Decision(False, Reason.INTERNAL_ERROR), 0.1)
     labels = {"decision": "deny", "reason": "internal_error", "rule": "", "dry_run": "false"}
     assert _value(second, "authz_decisions_total", **labels) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(LATENCY_BUCKETS)  # exactly on a bound: "less than or equal"
+        | st.floats(min_value=0.0, max_value=5.0, allow_nan=False),
+        max_size=40,
+    )
+)
+def test_latency_histogram_matches_prometheus_client(latencies: list[float]) -> None:
+    """The lock-free histogram exposes what prometheus_client's own would, sample by sample."""
+    metrics = Metrics()
+    reference_registry = CollectorRegistry()
+    reference = Histogram(
+        "authz_check_duration_seconds",
+        "reference",
+        buckets=LATENCY_BUCKETS,
+        registry=reference_registry,
+    )
+    for latency in latencies:
+        metrics.observe(Decision(True, Reason.ALLOWED_BY_RULE, rule="r"), latency)
+        reference.observe(latency)
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for family in registry.collect()
+            if family.name == "authz_check_duration_seconds"
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    ours, theirs = samples(metrics.registry), samples(reference_registry)
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        assert ours[key] == pytest.approx(value), key

@@ -55,7 +55,7 @@ def audit_record(
     replay needs to decide it again. `trace` is the sampled span of the Check, so that the
     record can be found in the trace backend (`trace_id`, `span_id`).
     """
-    return {
+    record: dict[str, Any] = {
         "time": format_time(decision.at),
         "decision_id": decision.decision_id,
         "request_id": view.request_id if view else "",
@@ -65,23 +65,31 @@ def audit_record(
         "host": view.host if view else None,
         "path": view.path if view else None,
         "rule": decision.rule,
-        "decision": decision.verdict,
+        "decision": "allow" if decision.allowed else "deny",
         "reason": decision.reason.value,
-        "status": decision.http_status if not decision.enforced_allow else 200,
+        "status": 200 if decision.allowed or decision.dry_run else decision.http_status,
         "dry_run": decision.dry_run,
         "policy_version": policy_version,
         "latency_us": latency_us,
-        "body_digest": body_digest(view.body) if view else None,
+        "body_digest": body_digest(view.body)
+        if view is not None and view.body is not None
+        else None,
         "approval_id": decision.approval_id,
         "approver": decision.approver,
-        # Only when the identity phase noted something (an ignored, forged XFCC header).
-        **({"identity_note": decision.identity_note} if decision.identity_note else {}),
-        # In dry run the record is the would-be deny; name the rule that really granted.
-        **({"enforced_rule": decision.enforced_rule} if decision.dry_run else {}),
-        **({"api": api} if api else {}),
-        **({"vouched_by": view.vouched_by} if view is not None and view.vouched_by else {}),
-        **(trace.fields() if trace is not None else {}),
     }
+    # Only when the identity phase noted something (an ignored, forged XFCC header).
+    if decision.identity_note:
+        record["identity_note"] = decision.identity_note
+    # In dry run the record is the would-be deny; name the rule that really granted.
+    if decision.dry_run:
+        record["enforced_rule"] = decision.enforced_rule
+    if api:
+        record["api"] = api
+    if view is not None and view.vouched_by:
+        record["vouched_by"] = view.vouched_by
+    if trace is not None:
+        record["trace_id"], record["span_id"] = trace.trace_id, trace.span_id
+    return record
 
 
 def _no_default(value: object) -> object:

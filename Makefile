@@ -28,7 +28,7 @@ install: $(STAMP) ## create .venv and install the package with test and dev tool
 # validation, no engine needed), h2load (benchmark smoke test), curl (the documented
 # AuthZEN examples); kubectl (kustomize rendering) comes with the machine image.
 # Installed from Debian when missing and we are root; otherwise the missing ones are named.
-SYSTEM_TOOLS := redis-server:redis-server docker-compose:docker-compose h2load:nghttp2-client chromium:chromium faketime:faketime curl:curl
+SYSTEM_TOOLS := redis-server:redis-server docker-compose:docker-compose h2load:nghttp2-client chromium:chromium faketime:faketime curl:curl valgrind:valgrind
 system-deps: ## install the system programs the tests use (Debian packages; needs root)
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
@@ -79,8 +79,9 @@ protos: $(STAMP) ## compile protos/*.proto with grpcio-tools (the admin API)
 	$(PY) -m grpc_tools.protoc -Iauthz_server/admin=protos --python_out=. --pyi_out=. protos/authz_admin.proto
 
 BENCH_ARGS ?=
-bench: $(STAMP) ## authz-server vs do-nothing server and Envoy RBAC; 10/1k/10k rules; memory (~5 min)
+bench: $(STAMP) ## authz-server vs do-nothing server and Envoy RBAC; 10/1k/10k rules; memory; workers; instructions per Check (~8 min)
 	@command -v h2load >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client; }
+	@command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind; }
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 soak: $(STAMP) ## minutes of load through real Envoy; fails if the server's memory keeps growing (not in CI)

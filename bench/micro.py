@@ -18,6 +18,7 @@ import pstats
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,9 @@ from authz_server.state.memory import MemoryStore
 from authz_server.state.observed import ObservedStore
 from authz_server.telemetry.metrics import Metrics
 from bench.policies import TRUST_DOMAIN, when_supported, write_policy
-from bench.workload import MIX, check_request, mint_bench_certs
+from bench.workload import MIX, BenchCerts, check_request, mint_bench_certs
 
-__all__ = ["main", "measure"]
+__all__ = ["Assembly", "assemble", "main", "measure"]
 
 
 def _per_call_us(step: Callable[[int], object], n: int, rounds: int = 5) -> float:
@@ -69,8 +70,28 @@ def _drive(coroutine: Any) -> Any:
     raise RuntimeError("the step suspended: it needs a real event loop")
 
 
-def measure(rules: int, n: int, workdir: Path, *, profile: bool = False) -> dict[str, float]:
-    """µs per call of each step of a Check over the benchmark mix."""
+@dataclass
+class Assembly:
+    """The Check service as `server.start_server` assembles it, without the gRPC server,
+    and the benchmark mix as serialized CheckRequests."""
+
+    service: CheckService
+    pipeline: Pipeline
+    snapshot: Snapshot
+    store: ObservedStore
+    metrics: Metrics
+    audit: AuditLog
+    certs: BenchCerts
+    raw: list[bytes]
+
+    def check(self, i: int) -> bytes:
+        """The whole Check of request `i` of the mix (round robin)."""
+        result: bytes = _drive(self.service.check_bytes(self.raw[i % len(self.raw)]))
+        return result
+
+
+def assemble(rules: int, workdir: Path) -> Assembly:
+    """Pipeline with the observed memory store, metrics, a file audit log; `rules` rules."""
     certs = mint_bench_certs(workdir / "certs")
     policy_path = workdir / "policy.yaml"
     write_policy(policy_path, rules, conditions=when_supported())
@@ -81,8 +102,16 @@ def measure(rules: int, n: int, workdir: Path, *, profile: bool = False) -> dict
     pipeline = Pipeline(verifier=CertificateVerifier(), store=store)
     audit = AuditLog(str(workdir / "audit.jsonl"))
     service = CheckService(pipeline, SnapshotHolder(snapshot), audit, metrics)
-
     raw = [check_request(call, certs).SerializeToString() for call in MIX]
+    return Assembly(service, pipeline, snapshot, store, metrics, audit, certs, raw)
+
+
+def measure(rules: int, n: int, workdir: Path, *, profile: bool = False) -> dict[str, float]:
+    """µs per call of each step of a Check over the benchmark mix."""
+    assembly = assemble(rules, workdir)
+    service, pipeline, snapshot = assembly.service, assembly.pipeline, assembly.snapshot
+    store, metrics, audit, raw = assembly.store, assembly.metrics, assembly.audit, assembly.raw
+    policy = snapshot.policy
     k = len(raw)
     requests = [external_auth_pb2.CheckRequest.FromString(r) for r in raw]
     views = [view_from_check_request(r) for r in requests]
@@ -136,7 +165,7 @@ def measure(rules: int, n: int, workdir: Path, *, profile: bool = False) -> dict
             )
         ),
         "metrics observe": lambda i: metrics.observe(decisions[i % k], 0.0001),
-        "check_bytes (whole)": lambda i: _drive(service.check_bytes(raw[i % k])),
+        "check_bytes (whole)": assembly.check,
     }
     results: dict[str, float] = {}
     for name, step in steps.items():

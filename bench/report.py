@@ -6,7 +6,8 @@ B the 10-rule policy; C ext_authz → do-nothing (the target's reference; the no
 RBAC rows show what an ext_authz hop costs at all); W one worker (direct and through
 Envoy separately). Throughput ratios below 1 and latency or CPU ratios above 1 are worse.
 Each target is printed with a pass or MISS marker. Phase T (tracing) has no target: its
-rows say what a traced Check costs beside an untraced one.
+rows say what a traced Check costs beside an untraced one. Nor has phase I: an instruction
+count is compared between two trees, before and after a change.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def targets(phases: Mapping[str, Any], config: BenchConfig) -> dict[str, Any]:
         summary["E"] = summarize(phases["E"]["runs"], "grpc")
     if "T" in phases:
         summary["T"] = list(phases["T"]["modes"])
+    if "I" in phases:  # a count to compare between trees; no target
+        summary["I"] = dict(phases["I"])
     if "D" in phases:
         d = summary["D"] = dict(phases["D"])
         goals.append(_target(f"D RSS MB with {d['rules']} rules", d["rss_mb_loaded"], 150, False))
@@ -264,6 +267,13 @@ def render_table(document: Mapping[str, Any]) -> str:
         lines += ["", *_worker_lines(summary["W"])]
     if "T" in summary:
         lines += ["", *_tracing_lines(summary["T"])]
+    if "I" in summary:
+        i = summary["I"]
+        lines += [
+            "",
+            f"Instructions per Check (callgrind, whole Check in process, {i['rules']} rules, "
+            f"{i['checks']:,} Checks): {i['per_check']:,}.",
+        ]
     lines += ["", "| target | measured | goal | |", "|---|---:|---:|---|"]
     for goal in summary["targets"]:
         sign = "≥" if goal["higher_is_better"] else "≤"

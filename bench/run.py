@@ -1,7 +1,7 @@
 """`make bench`: authz-server against its ceiling and against Envoy's own RBAC
 (docs/performance.md#method).
 
-    python -m bench.run [--reps 3] [--phases ABCDWET] [--quick] [--uvloop] [--out FILE.json]
+    python -m bench.run [--reps 3] [--phases ABCDWETI] [--quick] [--uvloop] [--out FILE.json]
 
 Phases, each alternating its variants (the order rotates every repetition) and reporting
 the median over repetitions; every ratio is the median of per-repetition ratios, so each
@@ -25,6 +25,8 @@ E  the HTTP path: phase A's authz-server asked the same mix as AuthZEN evaluatio
 T  tracing: the whole Check path in process (`tracing_checks.py`), off and on (unsampled
    parent, sampled parent, no parent) with spans exported over OTLP/gRPC to a receiver:
    CPU-µs per Check; every span of every traced Check is counted at the receiver.
+I  instructions: the whole Check in process under valgrind's callgrind
+   (`instructions.py`), the one figure a busy machine cannot move.
 
 Method notes. Load comes from h2load in separate processes, one per request kind of
 `workload.MIX` (h2load sends one body per process), pre-framed gRPC bodies for A/B and
@@ -58,6 +60,7 @@ from typing import Any
 
 from bench import authzen
 from bench.envoy import BenchEnvoy, start_bench_envoy
+from bench.instructions import count_instructions
 from bench.machine import machine_info
 from bench.phases import Bench, Sizes
 from bench.policies import RuleSpec, when_supported, write_policy
@@ -77,7 +80,7 @@ class BenchConfig:
     workdir: Path = ROOT / "bench-results" / "work"
     out: Path = ROOT / "bench-results" / "results.json"
     reps: int = 3
-    phases: str = "ABCDWET"
+    phases: str = "ABCDWETI"
     a_rules: int = 200
     b_rules: tuple[int, ...] = (10, 1_000, 10_000)
     d_rules: int = 10_000
@@ -100,6 +103,8 @@ class BenchConfig:
     #: Phase T: Checks per round and rounds per mode.
     t_checks: int = 3_000
     t_rounds: int = 3
+    #: Phase I: Checks counted under callgrind.
+    i_checks: int = 1_000
     #: None: add `when` conditions when the loader accepts them.
     conditions: bool | None = None
     audit: bool = True
@@ -118,6 +123,7 @@ QUICK = BenchConfig(
     warmup=100,
     t_checks=200,
     t_rounds=1,
+    i_checks=100,
 )
 
 
@@ -330,6 +336,11 @@ def _phase_t(run: _Run) -> dict[str, Any]:
     return {"modes": [asdict(cost) for cost in costs]}
 
 
+def _phase_i(run: _Run) -> dict[str, Any]:
+    c = run.config
+    return asdict(count_instructions(c.a_rules, c.i_checks))
+
+
 _PHASES = {
     "A": _phase_a,
     "B": _phase_b,
@@ -338,6 +349,7 @@ _PHASES = {
     "W": _phase_w,
     "E": _phase_e,
     "T": _phase_t,
+    "I": _phase_i,
 }
 
 
@@ -380,7 +392,7 @@ def _config_json(config: BenchConfig) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, help="repetitions per variant (default 3)")
-    parser.add_argument("--phases", default=None, help="subset of ABCDWET (default all)")
+    parser.add_argument("--phases", default=None, help="subset of ABCDWETI (default all)")
     parser.add_argument("--quick", action="store_true", help="tiny counts: proves the harness")
     parser.add_argument(
         "--out", type=Path, help="result JSON; the table goes beside it as .md (bench-results/)"

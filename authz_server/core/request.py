@@ -7,7 +7,7 @@ the same value from command-line flags.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import field
 from types import MappingProxyType
 from typing import Any
@@ -74,11 +74,47 @@ def split_path(raw: str) -> tuple[str, str]:
     return path, query
 
 
-def _headers(http: Any) -> dict[str, str]:
+class EnvoyHeaders(Mapping[str, str]):
+    """Envoy's header map, read in place: a value becomes a Python string only when asked for.
+
+    Copying every header into a dict cost about 2,700 instructions a header, mostly for
+    values no rule reads. Used only when every name is lower case already, as Envoy sends
+    them; otherwise `_headers` copies them with lower-cased names. Never indexes the
+    protobuf map with `[]`: that would insert a missing name.
+    """
+
+    __slots__ = ("_map", "_names")
+
+    def __init__(self, source: Any, names: list[str]) -> None:
+        self._map = source
+        self._names = names
+
+    def __getitem__(self, name: str) -> str:
+        value: str | None = self._map.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._map.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._map
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _headers(http: Any) -> Mapping[str, str]:
     """Request headers; Envoy sends either `headers` or, with raw headers, `header_map`."""
     source = http.headers
-    # Keys, then lookups: the protobuf map's items() iterates in Python, at twice the cost.
-    headers = {k.lower(): source[k] for k in source}
+    names = list(source)  # one pass in C
+    if names and "\n".join(names).islower():
+        return EnvoyHeaders(source, names)
+    headers = {k.lower(): source.get(k) for k in names}
     if not headers and http.HasField("header_map"):
         for entry in http.header_map.headers:
             value = entry.raw_value.decode("latin-1") if entry.raw_value else entry.value

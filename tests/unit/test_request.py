@@ -7,7 +7,12 @@ from envoy.service.auth.v3 import external_auth_pb2
 
 from authz_server.core.decision import Reason
 from authz_server.core.errors import RequestError
-from authz_server.core.request import normalize_host, split_path, view_from_check_request
+from authz_server.core.request import (
+    EnvoyHeaders,
+    normalize_host,
+    split_path,
+    view_from_check_request,
+)
 from tests.conftest import make_check_request
 
 
@@ -67,6 +72,33 @@ def test_header_map_repeated_headers_are_joined() -> None:
     http.header_map.headers.add(key="X-Tag", raw_value=b"a")
     http.header_map.headers.add(key="x-tag", raw_value=b"b")
     assert view_from_check_request(request).headers["x-tag"] == "a,b"
+
+
+def test_lower_case_headers_are_read_in_place_without_changing_the_request() -> None:
+    """Envoy's lower-case names are read from the request's own map: a value is converted
+    only when asked for, and asking for a missing name never adds it (`[]` on a protobuf
+    map would)."""
+    headers = {"x-request-id": "rid-1", ":authority": "api.example", "accept": "*/*"}
+    request = make_check_request(headers=headers)
+    view = view_from_check_request(request)
+    assert isinstance(view.headers, EnvoyHeaders)
+    assert dict(view.headers) == headers and view.headers == headers
+    assert len(view.headers) == 3 and sorted(view.headers) == sorted(headers)
+    assert view.headers.get("x-missing") is None and "x-missing" not in view.headers
+    with pytest.raises(KeyError):
+        view.headers["x-missing"]
+    assert 5 not in view.headers  # type: ignore[comparison-overlap]
+    assert len(request.attributes.request.http.headers) == 3
+
+
+@pytest.mark.parametrize("name", ["X-Forwarded-Client-Cert", "x-Debug", "X-ÉTÉ"])
+def test_a_name_not_in_lower_case_gets_a_lower_cased_copy(name: str) -> None:
+    """A CheckRequest not from Envoy may carry upper-case names: they are matched as the
+    lower-case names rules use, never missed."""
+    request = make_check_request(headers={name: "v", "x-request-id": "r"})
+    view = view_from_check_request(request)
+    assert not isinstance(view.headers, EnvoyHeaders)
+    assert view.headers == {name.lower(): "v", "x-request-id": "r"}
 
 
 def test_partial_body_flag() -> None:

@@ -217,7 +217,7 @@ class AuditLog:
         record["prev"] = self._head
         canonical = canonical_bytes(record)
         record["hash"] = self._head = hashlib.sha256(canonical).hexdigest()
-        return b"%s,\"hash\":\"%s\"}\n" % (canonical[:-1], self._head.encode("ascii"))
+        return b'%s,"hash":"%s"}\n' % (canonical[:-1], self._head.encode("ascii"))
 
     def _append_locked(self, record: dict[str, Any]) -> None:
         self._pending.append(_Line(record, self._chain_locked(record)))

@@ -44,7 +44,7 @@ def test_mypy_rejects_assigning_to_a_field(tmp_path: Path) -> None:
         ["--strict", "--no-incremental", "--follow-imports=silent", str(snippet)]
     )
     assert status == 1, out
-    assert "Found %d errors" % len(_ASSIGNMENTS) in out, out
+    assert f"Found {len(_ASSIGNMENTS)} errors" in out, out
     flagged = [line for line in out.splitlines() if "is read-only" in line]
     assert len(flagged) == len(_ASSIGNMENTS), out
 

@@ -13,11 +13,18 @@ number of rules that cannot (docs/concepts/request-phases.md#match):
 
 A rule without `paths` is indexed as `/**`. Results are sorted by (rule id, template),
 so evaluation never depends on file or rule order.
+
+Traffic repeats its routes (a gRPC method, an MCP endpoint, `POST /v2/charges`), so
+lookups are kept: up to `MEMO_SIZE` of them, for paths up to `MEMO_PATH_MAX` characters,
+and all are forgotten at once when it is full (one atomic `clear`, safe from any
+thread). The index is read-only once built, so a kept result is exactly what a new
+search would return; a new policy brings a new index and an empty memo. A path that
+never repeats (an id in it, or an attacker varying it) costs a search, as without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -25,7 +32,11 @@ from authz_server.core.paths import PathTemplate, compile_path_template, segment
 from authz_server.policy.model import RouteMatch, Rule
 from authz_server.policy.patterns import HostPattern, compile_host_pattern, compile_method
 
-__all__ = ["CompiledRouteIndex", "Lookup", "Route"]
+__all__ = ["MEMO_PATH_MAX", "MEMO_SIZE", "CompiledRouteIndex", "Lookup", "Route"]
+
+#: Lookups kept per index, and the longest path kept (longer ones are searched each time).
+MEMO_SIZE = 4096
+MEMO_PATH_MAX = 512
 
 _ANY_PATH = compile_path_template("/**")
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
@@ -119,9 +130,10 @@ class Lookup:
 class CompiledRouteIndex:
     """Implements `model.RouteIndex`; built once per policy load, then read-only."""
 
-    __slots__ = ("_any_host", "_exact_hosts", "_suffix_hosts", "size")
+    __slots__ = ("_any_host", "_exact_hosts", "_memo", "_suffix_hosts", "size")
 
     def __init__(self, routes: Iterable[Route]) -> None:
+        self._memo: dict[tuple[str, str, str], tuple[RouteMatch, ...]] = {}
         self._exact_hosts: dict[str, _Node] = {}
         self._suffix_hosts: dict[str, _Node] = {}
         self._any_host = _Node()
@@ -144,13 +156,26 @@ class CompiledRouteIndex:
         buckets = self._suffix_hosts if host.wildcard else self._exact_hosts
         return buckets.setdefault(host.value, _Node())
 
-    def candidates(self, method: str, host: str, path: str) -> list[RouteMatch]:
+    def candidates(self, method: str, host: str, path: str) -> Sequence[RouteMatch]:
         """Every (rule, path captures) pair matching method, host and path; see RouteIndex."""
+        key = (method, host, path)
+        if (kept := self._memo.get(key)) is not None:
+            return kept
         found: dict[tuple[str, str], RouteMatch] = {}
         self._search(method, host, path, found)
-        if len(found) < 2:
-            return list(found.values())
-        return [found[k] for k in sorted(found)]
+        matches = (
+            tuple(found.values()) if len(found) < 2 else tuple(found[k] for k in sorted(found))
+        )
+        if len(path) <= MEMO_PATH_MAX:
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = matches
+        return matches
+
+    @property
+    def memo_size(self) -> int:
+        """Lookups kept (tests read it)."""
+        return len(self._memo)
 
     def lookup(self, method: str, host: str, path: str) -> Lookup:
         """`candidates` with the work counters; `path` must be canonical, without query."""

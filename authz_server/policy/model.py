@@ -6,7 +6,7 @@ Everything here is immutable and built once per load; the hot path only does loo
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -66,7 +66,7 @@ class RouteIndex(Protocol):
     number of rules that cannot.
     """
 
-    def candidates(self, method: str, host: str, path: str) -> list[RouteMatch]:
+    def candidates(self, method: str, host: str, path: str) -> Sequence[RouteMatch]:
         """Every (rule, path captures) pair matching method, host and path.
 
         `method` is upper-case, `host` lower-case without port, `path` canonical

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from authz_server.policy import index as index_module
 from authz_server.policy.index import CompiledRouteIndex
 from authz_server.policy.model import Effect, Rule
 
@@ -178,3 +179,45 @@ def test_lookup_counts_are_small_and_exact() -> None:
     # exact bucket: root, v1, orders, {id} (4); wildcard bucket: root, v1, orders (3);
     # any-host bucket: root, v1, * (the `/v1/*/42` branch), 42, tenants not visited (4).
     assert result.nodes == 11
+
+
+def _found(matches: object) -> list[tuple[str, dict[str, str]]]:
+    return [(m.rule.id, dict(m.params)) for m in matches]  # type: ignore[attr-defined]
+
+
+def test_a_kept_lookup_is_the_search_it_replaces() -> None:
+    """Asked again, the same (method, host, path) gives what a fresh search gives."""
+    index = CompiledRouteIndex.from_rules(RULES)
+    requests = [
+        ("GET", "orders.internal", "/v1/orders/42"),
+        ("GET", "orders.internal", "/v1/orders/43"),
+        ("HEAD", "orders.internal", "/v1/orders"),
+        ("GET", "x", "/t/acme/items/7"),
+        ("GET", "nowhere", "/nothing"),
+    ]
+    first = [_found(index.candidates(*r)) for r in requests]
+    assert index.memo_size == len(requests)
+    again = [_found(index.candidates(*r)) for r in requests]
+    assert again == first == [_found(index.lookup(*r).matches) for r in requests]
+    assert first[0] == [("internal-v1", {}), ("orders", {"id": "42"})]
+    assert first[1] == [("internal-v1", {}), ("orders", {"id": "43"})]
+
+
+def test_the_memo_is_bounded_and_skips_long_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full, it is emptied at once; a path over the limit is searched and never kept."""
+    monkeypatch.setattr(index_module, "MEMO_SIZE", 3)
+    index = CompiledRouteIndex.from_rules(RULES)
+    for i in range(3):
+        index.candidates("GET", "orders.internal", f"/v1/orders/{i}")
+    assert index.memo_size == 3
+    assert _found(index.candidates("GET", "orders.internal", "/v1/orders/9")) == [
+        ("internal-v1", {}),
+        ("orders", {"id": "9"}),
+    ]
+    assert index.memo_size == 1
+    long_id = "7" * index_module.MEMO_PATH_MAX
+    assert _found(index.candidates("GET", "orders.internal", f"/v1/orders/{long_id}")) == [
+        ("internal-v1", {}),
+        ("orders", {"id": long_id}),
+    ]
+    assert index.memo_size == 1

@@ -146,6 +146,8 @@ def principal_captures(
         captures = pattern.match(spiffe_id)
         if captures is None:
             continue
+        if not captures:
+            return params
         if all(params.get(name, value) == value for name, value in captures.items()):
             return {**params, **captures}
     return None
@@ -191,9 +193,10 @@ async def evaluate_rules(
                 # A dry-run rule never touches state: its rate limit or approval is
                 # listed as not evaluated and counts as holding (for the would-be).
                 await _stateful(candidate, ctx, dry_run=True)
-        enforced = (
-            await _allow_verdict([c for c in allows if not c.dry_run], ctx) if allows else None
-        )
+        if allows:
+            # Without dry run anywhere every candidate is enforced: no copy to filter.
+            enforcing = [c for c in allows if not c.dry_run] if observing else allows
+            enforced = _plain_grant(enforcing) or await _allow_verdict(enforcing, ctx)
         if enforced is None:
             enforced = _default(policy, ctx, enforced=True)
 
@@ -263,13 +266,17 @@ def _mcp(candidate: _Candidate, ctx: RequestContext, trace: Trace | None, mode: 
 
 def _judge(candidate: _Candidate, ctx: RequestContext) -> None:
     """Evaluate the candidate's stateless conditions into `candidate.result`."""
+    when = candidate.rule.when
+    if not when.stateless and candidate.step is None and candidate.mcp.holds:
+        candidate.result = HOLDS  # nothing to judge, nothing to record
+        return
     steps: list[dict[str, object]] | None = None
     if candidate.step is not None:
         steps = []
         candidate.step["conditions"] = steps
         if not candidate.mcp.holds:
             steps.append(condition_step("mcp_tools", candidate.mcp))
-    result = candidate.rule.when.check(ctx, candidate.params, steps)
+    result = when.check(ctx, candidate.params, steps)
     # An unreadable MCP body counts like a condition that cannot be judged, unless a
     # condition definitely fails (then a deny rule does not apply anyway).
     mcp = candidate.mcp
@@ -323,14 +330,26 @@ def _deny_verdict(denies: list[_Candidate]) -> Verdict | None:
     return None
 
 
+def _plain_grant(allows: list[_Candidate]) -> Verdict | None:
+    """Step 2 for the allow rules without stateful conditions: of those whose conditions
+    hold, the first by id grants outright (no state is touched)."""
+    best: _Candidate | None = None
+    for candidate in allows:
+        if (
+            candidate.result.holds
+            and not candidate.rule.when.stateful
+            and (best is None or candidate.rule.id < best.rule.id)
+        ):
+            best = candidate
+    return None if best is None else Verdict(True, Reason.ALLOWED_BY_RULE, best.rule)
+
+
 async def _allow_verdict(allows: list[_Candidate], ctx: RequestContext) -> Verdict | None:
-    """Steps 2 and 3 over allow rules whose stateless conditions are judged; None: no rule."""
+    """Steps 2 and 3 over allow rules whose stateless conditions are judged, once
+    `_plain_grant` found none; None: no rule."""
     holding = [c for c in allows if c.result.holds]
-    # A rule without stateful conditions grants outright; otherwise try the stateful
-    # ones in id order and stop at the first that grants (state is touched only then).
-    plain = [c for c in holding if not c.rule.when.stateful]
-    if plain:
-        return Verdict(True, Reason.ALLOWED_BY_RULE, min(plain, key=_rule_id).rule)
+    # Try the stateful ones in id order and stop at the first that grants (state is
+    # touched only then).
     for candidate in sorted(holding, key=_rule_id):
         await _stateful(candidate, ctx)
         result = candidate.result

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from authz_server.core.decision import Decision
+from authz_server.core.decision import Decision, Reason
 from authz_server.core.request import RequestView
 from authz_server.state.fingerprint import body_digest
 from authz_server.telemetry.attributes import TraceIds
@@ -66,7 +66,7 @@ def audit_record(
         "path": view.path if view else None,
         "rule": decision.rule,
         "decision": "allow" if decision.allowed else "deny",
-        "reason": decision.reason.value,
+        "reason": _REASON_TEXT[decision.reason],
         "status": 200 if decision.allowed or decision.dry_run else decision.http_status,
         "dry_run": decision.dry_run,
         "policy_version": policy_version,
@@ -90,6 +90,10 @@ def audit_record(
     if trace is not None:
         record["trace_id"], record["span_id"] = trace.trace_id, trace.span_id
     return record
+
+
+#: A reason's text: a dict lookup, where an enum's `.value` is a property call.
+_REASON_TEXT: dict[Reason, str] = {reason: reason.value for reason in Reason}
 
 
 def _no_default(value: object) -> object:
@@ -156,26 +160,26 @@ def chain_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes(record)).hexdigest()
 
 
-class _TimeFormat:
+def _time_format() -> Callable[[float], str]:
     """`datetime.fromtimestamp(at, UTC).isoformat(timespec="microseconds")`, in a third of
     the time: the date and time of day are formatted once per second."""
+    # The last second formatted and its text without the offset, swapped as one tuple so
+    # that a thread never reads one second's number with another's text.
+    last: list[tuple[int, str]] = [(-1, "")]
 
-    __slots__ = ("_prefix", "_second")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def __call__(self, at: float) -> str:
+    def format_time(at: float) -> str:
         second = int(at)
         # Rounded as datetime rounds (half to even, carried into the second).
         micro = round((at - second) * 1e6)
         if micro >= 1_000_000:
             second, micro = second + 1, micro - 1_000_000
-        if second != self._second:
-            prefix = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")[:-6]
-            self._second, self._prefix = second, prefix
-        return f"{self._prefix}.{micro:06d}+00:00"
+        formatted = last[0]
+        if formatted[0] != second:
+            text = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")[:-6]
+            last[0] = formatted = (second, text)
+        return f"{formatted[1]}.{micro:06d}+00:00"
+
+    return format_time
 
 
-format_time = _TimeFormat()
+format_time = _time_format()

@@ -152,11 +152,10 @@ class Pipeline:
 
     async def _revoked(self, identity: Identity, note: str | None) -> Decision | None:
         """A deny when the store revokes `identity` or cannot say (fail closed)."""
-        principal = str(identity.spiffe_id)
         try:
             revocation = await self.store.revoked(identity.spiffe_id)
         except StoreUnavailable as error:
-            log.error("revocations unavailable, denying %s: %s", principal, error)
+            log.error("revocations unavailable, denying %s: %s", identity.spiffe_id, error)
             reason = Reason.INTERNAL_ERROR
         else:
             if revocation is None:
@@ -165,7 +164,7 @@ class Pipeline:
         return Decision(
             False,
             reason,
-            principal=principal,
+            principal=str(identity.spiffe_id),
             identity_source=identity.source,
             identity_note=note,
         )

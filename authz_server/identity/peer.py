@@ -66,7 +66,9 @@ def _verify(attempt: Attempt, principal: str, certificate: str) -> Identity:
             f"trust domain {quote(spiffe_id.trust_domain)} is not trusted by the policy",
         )
     if certificate:
-        attempt.verifier.verify(certificate, spiffe_id, attempt.bundles, attempt.now)
+        attempt.window = attempt.verifier.verify(
+            certificate, spiffe_id, attempt.bundles, attempt.now
+        )
         return Identity(spiffe_id, SOURCE_PEER, certificate_verified=True)
     if config.require_certificate:
         raise IdentityError(

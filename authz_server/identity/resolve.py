@@ -15,6 +15,13 @@ What "present" means is each source's own business (`peer.py`, `xfcc.py`, `jwt_s
 
 A view from the AuthZEN listener (`vouched_by` set) bypasses the sources: its subject is
 vouched for by the authenticated caller, and `vouched.py` checks both.
+
+When the peer is the first source, its verified identity is reused for the same
+(principal, certificate field) under the same identity settings and trust bundles, while
+the certificate chain is within its validity window: a workload's Checks then skip the
+sources, the SPIFFE ID parse and the certificate cache. Only successes are kept, never
+with the certificate cache turned off, and revocations are looked up on every Check
+all the same (`check.pipeline`).
 """
 
 from __future__ import annotations
@@ -29,12 +36,25 @@ from authz_server.core.values import frozen
 from authz_server.identity.bundles import TrustBundles
 from authz_server.identity.model import Identity, IdentityConfig, check_not_denied
 from authz_server.identity.patterns import PrincipalMatcher
+from authz_server.identity.peer import SOURCE_PEER
 from authz_server.identity.registry import SOURCES
 from authz_server.identity.source import Attempt, IdentitySource
 from authz_server.identity.vouched import SOURCE_AUTHZEN, vouched_identity
 from authz_server.identity.x509 import CertificateVerifier
 
-__all__ = ["IdentityFailure", "IdentityResolver", "Resolution"]
+__all__ = [
+    "PEER_MEMO_CERT_MAX",
+    "PEER_MEMO_SIZE",
+    "IdentityFailure",
+    "IdentityResolver",
+    "Resolution",
+]
+
+#: Peer identities kept per resolver (all are forgotten at once when it is full), and the
+#: longest certificate field kept.
+PEER_MEMO_SIZE = 1024
+PEER_MEMO_CERT_MAX = 8192
+_PEER_FIRST = (SOURCE_PEER,)
 
 
 @frozen
@@ -46,6 +66,15 @@ class Resolution:
     #: The trusted proxy that vouched for an `xfcc` identity, or the AuthZEN caller that
     #: vouched for another subject (for revocation checks).
     proxy: Identity | None = None
+
+
+@frozen
+class _KeptPeer:
+    resolution: Resolution
+    not_before: datetime
+    not_after: datetime
+    config: IdentityConfig
+    bundles: TrustBundles
 
 
 class IdentityFailure(IdentityError):
@@ -75,6 +104,9 @@ class IdentityResolver:
         self._sources: dict[str, tuple[IdentitySource, bool]] = {
             name: (kind.make(), kind.section is not None) for name, kind in SOURCES.items()
         }
+        #: (principal, certificate) → the peer's resolution, its chain's window, and the
+        #: settings and bundles it was verified under (a hit must have the same ones).
+        self._peers: dict[tuple[str, str], _KeptPeer] = {}
 
     def resolve(
         self,
@@ -87,6 +119,23 @@ class IdentityResolver:
         """The caller's identity; `IdentityFailure` when a present source fails.
 
         `trusted_peps` (`authzen.trusted_peps`) only matters for an AuthZEN view."""
+        key = None
+        if (
+            view.certificate
+            and len(view.certificate) <= PEER_MEMO_CERT_MAX
+            and not view.vouched_by
+            and config.sources[:1] == _PEER_FIRST
+            and self._verifier.caches
+        ):
+            key = (view.principal, view.certificate)
+            kept = self._peers.get(key)
+            if (
+                kept is not None
+                and kept.config is config
+                and kept.bundles is bundles
+                and kept.not_before <= now < kept.not_after
+            ):
+                return kept.resolution
         attempt = Attempt(view, config, bundles, now, self._verifier)
         try:
             if view.vouched_by:
@@ -96,7 +145,12 @@ class IdentityResolver:
             identity = self._first(attempt)
         except IdentityError as error:
             raise IdentityFailure(error, attempt.source, attempt.principal, attempt.note) from None
-        return Resolution(identity, attempt.note, attempt.proxy)
+        resolution = Resolution(identity, attempt.note, attempt.proxy)
+        if key is not None and attempt.window is not None and attempt.peer is identity:
+            if len(self._peers) >= PEER_MEMO_SIZE:
+                self._peers.clear()
+            self._peers[key] = _KeptPeer(resolution, *attempt.window, config, bundles)
+        return resolution
 
     def _first(self, attempt: Attempt) -> Identity | None:
         config = attempt.config

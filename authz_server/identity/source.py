@@ -86,6 +86,7 @@ class Attempt:
         "source",
         "verifier",
         "view",
+        "window",
     )
 
     def __init__(
@@ -109,6 +110,10 @@ class Attempt:
         #: may need it, and it is verified at most once per Check.
         self.peer: Identity | None = None
         self.peer_checked = False
+        #: The validity window (not before, not after) of the peer's verified certificate
+        #: chain, once verified: how long the peer's identity may be reused
+        #: (`resolve.IdentityResolver`).
+        self.window: tuple[datetime, datetime] | None = None
 
     def trying(self, source: str, principal: str | None = None) -> None:
         """From here on a failure is `source`'s, about the unverified `principal`."""

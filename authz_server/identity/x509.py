@@ -119,8 +119,9 @@ class CertificateVerifier:
         bundles: TrustBundles,
         now: datetime,
         intermediates: Sequence[x509.Certificate] = (),
-    ) -> None:
-        """Raise `IdentityError` unless `certificate` is a valid X509-SVID for `principal`.
+    ) -> tuple[datetime, datetime]:
+        """Raise `IdentityError` unless `certificate` is a valid X509-SVID for `principal`;
+        return the chain's validity window (not before, not after).
 
         `certificate` is the URL-encoded PEM leaf from `source.certificate`; `now` must be
         timezone-aware.
@@ -131,7 +132,7 @@ class CertificateVerifier:
             if window[0] <= now < window[1]:
                 self._cache.move_to_end(key)
                 self.hits += 1
-                return
+                return window
             del self._cache[key]  # outside its window: verify from scratch
         self.misses += 1
         window = verify_svid(certificate, principal, bundles, now, intermediates)
@@ -139,6 +140,12 @@ class CertificateVerifier:
             self._cache[key] = window
             if len(self._cache) > self._maxsize:
                 self._cache.popitem(last=False)
+        return window
+
+    @property
+    def caches(self) -> bool:
+        """Whether successes are cached (a cache size of 0 verifies every time)."""
+        return self._maxsize > 0
 
     def cache_info(self) -> CacheInfo:
         """Hits, misses and sizes of the verification cache."""

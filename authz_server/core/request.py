@@ -135,18 +135,18 @@ def connection_view(request: Any) -> RequestView:
 
 def view_from_check_request(request: Any) -> RequestView:
     """Build the view, or raise `RequestError` naming what is missing."""
-    if not request.HasField("attributes"):
-        # Not even a network-filter check: nothing to judge, and never the non_http opt-in.
-        raise RequestError(Reason.MALFORMED_REQUEST, "CheckRequest has no attributes")
     attributes = request.attributes
-    if not attributes.request.HasField("http"):
-        raise RequestError(
-            Reason.UNSUPPORTED_REQUEST,
-            "CheckRequest has no HTTP attributes (a network-filter check?)",
-        )
-    http = attributes.request.http
+    http = attributes.request.http  # an absent message reads as an empty one
     method, raw_path = http.method, http.path  # each protobuf read makes a new str
     if not method:
+        if not request.HasField("attributes"):
+            # Not even a network-filter check: nothing to judge, never the non_http opt-in.
+            raise RequestError(Reason.MALFORMED_REQUEST, "CheckRequest has no attributes")
+        if not attributes.request.HasField("http"):
+            raise RequestError(
+                Reason.UNSUPPORTED_REQUEST,
+                "CheckRequest has no HTTP attributes (a network-filter check?)",
+            )
         raise RequestError(Reason.MALFORMED_REQUEST, "HTTP request has no method")
     if not raw_path:
         raise RequestError(Reason.MALFORMED_REQUEST, "HTTP request has no path")

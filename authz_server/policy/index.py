@@ -15,11 +15,12 @@ A rule without `paths` is indexed as `/**`. Results are sorted by (rule id, temp
 so evaluation never depends on file or rule order.
 
 Traffic repeats its routes (a gRPC method, an MCP endpoint, `POST /v2/charges`), so
-lookups are kept: up to `MEMO_SIZE` of them, for paths up to `MEMO_PATH_MAX` characters,
-and all are forgotten at once when it is full (one atomic `clear`, safe from any
-thread). The index is read-only once built, so a kept result is exactly what a new
-search would return; a new policy brings a new index and an empty memo. A path that
-never repeats (an id in it, or an attacker varying it) costs a search, as without it.
+lookups are kept: up to `MEMO_SIZE` of them, each at most `MEMO_KEY_MAX` characters of
+method, host and path (so long hosts cannot fill memory), and all are forgotten at once
+when it is full (one atomic `clear`, safe from any thread). The index is read-only once
+built, so a kept result is exactly what a new search would return; a new policy brings a
+new index and an empty memo. A path that never repeats (an id in it, or an attacker
+varying it) costs a search, as without it.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from authz_server.core.paths import PathTemplate, compile_path_template, segment
 from authz_server.policy.model import RouteMatch, Rule
 from authz_server.policy.patterns import HostPattern, compile_host_pattern, compile_method
 
-__all__ = ["MEMO_PATH_MAX", "MEMO_SIZE", "CompiledRouteIndex", "Lookup", "Route"]
+__all__ = ["MEMO_KEY_MAX", "MEMO_SIZE", "CompiledRouteIndex", "Lookup", "Route"]
 
-#: Lookups kept per index, and the longest path kept (longer ones are searched each time).
+#: Lookups kept per index, and the longest method + host + path kept (longer ones are
+#: searched each time).
 MEMO_SIZE = 4096
-MEMO_PATH_MAX = 512
+MEMO_KEY_MAX = 512
 
 _ANY_PATH = compile_path_template("/**")
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
@@ -166,7 +168,7 @@ class CompiledRouteIndex:
         matches = (
             tuple(found.values()) if len(found) < 2 else tuple(found[k] for k in sorted(found))
         )
-        if len(path) <= MEMO_PATH_MAX:
+        if len(method) + len(host) + len(path) <= MEMO_KEY_MAX:
             if len(self._memo) >= MEMO_SIZE:
                 self._memo.clear()
             self._memo[key] = matches

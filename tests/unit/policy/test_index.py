@@ -203,8 +203,8 @@ def test_a_kept_lookup_is_the_search_it_replaces() -> None:
     assert first[1] == [("internal-v1", {}), ("orders", {"id": "43"})]
 
 
-def test_the_memo_is_bounded_and_skips_long_paths(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Full, it is emptied at once; a path over the limit is searched and never kept."""
+def test_the_memo_is_bounded_and_skips_long_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full, it is emptied at once; a host or path over the limit is searched, never kept."""
     monkeypatch.setattr(index_module, "MEMO_SIZE", 3)
     index = CompiledRouteIndex.from_rules(RULES)
     for i in range(3):
@@ -215,9 +215,12 @@ def test_the_memo_is_bounded_and_skips_long_paths(monkeypatch: pytest.MonkeyPatc
         ("orders", {"id": "9"}),
     ]
     assert index.memo_size == 1
-    long_id = "7" * index_module.MEMO_PATH_MAX
+    long_id = "7" * index_module.MEMO_KEY_MAX
     assert _found(index.candidates("GET", "orders.internal", f"/v1/orders/{long_id}")) == [
         ("internal-v1", {}),
         ("orders", {"id": long_id}),
     ]
+    assert index.memo_size == 1
+    long_host = "a" * index_module.MEMO_KEY_MAX + ".internal"
+    assert _found(index.candidates("GET", long_host, "/v1/x")) == [("internal-v1", {})]
     assert index.memo_size == 1
